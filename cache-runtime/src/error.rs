@@ -1,0 +1,64 @@
+//! The runtime's one error type. Backends map their own failures into it; the
+//! generated wrapper never lets one reach the caller (it fails open).
+
+use std::fmt;
+
+/// What went wrong inside the cache.
+///
+/// A cached function never returns this: the wrapper logs it, counts it in
+/// [`stats`](crate::stats) and runs the function body instead. It is returned by
+/// the explicit APIs (invalidation, configuration, [`install`](crate::install)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backend could not be reached or answered with an error.
+    #[error("cache backend `{backend}` failed: {message}")]
+    Backend {
+        /// The backend's name, e.g. `memory` or `redis`.
+        backend: &'static str,
+        /// What the backend reported.
+        message: String,
+    },
+    /// A value or key argument could not be encoded.
+    #[error("cannot encode {what} with {codec}: {message}")]
+    Encode {
+        /// What was being encoded: `value` or `key arguments`.
+        what: &'static str,
+        /// The codec's name.
+        codec: &'static str,
+        /// What the codec reported.
+        message: String,
+    },
+    /// A stored entry could not be decoded. The entry is treated as a miss.
+    #[error("cannot decode a cache entry: {0}")]
+    Decode(String),
+    /// A namespace name or key prefix is not valid.
+    #[error("invalid {what} `{value}`: {reason}")]
+    InvalidName {
+        /// `namespace` or `prefix`.
+        what: &'static str,
+        /// The rejected value.
+        value: String,
+        /// Why it was rejected and what is allowed.
+        reason: &'static str,
+    },
+    /// A configuration value is not valid.
+    #[error("invalid cache configuration: {0}")]
+    Config(String),
+    /// A global cache is already installed; the new one was not.
+    #[error("a global cache is already installed; `install` must run once, before the first cached call")]
+    AlreadyInstalled,
+}
+
+/// The runtime's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A [`Error::Backend`], for backend implementations.
+    pub fn backend(backend: &'static str, message: impl fmt::Display) -> Self {
+        Error::Backend {
+            backend,
+            message: message.to_string(),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Key derivation: from a function's identity and its key arguments to the string
+//! a backend stores the entry under.
+//!
+//! Layout: `{prefix}:{{namespace}:{shard}}:{function}:v{version}:{args}`, for
+//! example `cache:{users:0a}:app.get_user:v0:%05alice`. The part in braces is a
+//! Redis Cluster hash tag: an entry and the generation counter of its shard
+//! (`{prefix}:{{namespace}:{shard}}:gen`) always live in the same slot, while the
+//! 16 shards of a namespace spread over the cluster.
+//!
+//! Injectivity, which keeps one argument from reading another's entry, rests on
+//! three facts: namespaces, prefixes and function ids cannot contain `:` or
+//! braces; the arguments are encoded with bincode, which length-prefixes every
+//! variable-sized value, so distinct tuples of one type encode to distinct bytes;
+//! and those bytes are escaped (`%XX` for anything outside `[A-Za-z0-9_.-]`), which
+//! is itself injective. Encodings longer than [`INLINE_ARGS_MAX`] are replaced by
+//! `#` and their BLAKE3 hash, a cryptographic hash because arguments may be chosen
+//! by an attacker. See `docs/decisions/0003-key-layout.md`.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The number of generation shards per namespace. Part of the key format: changing
+/// it orphans every existing entry (they become misses, never wrong values).
+pub const SHARDS: u8 = 16;
+
+/// Escaped argument strings up to this length appear in the key as they are;
+/// longer ones are hashed.
+pub const INLINE_ARGS_MAX: usize = 160;
+
+const NAME_MAX: usize = 64;
+
+/// The invalidation unit: every key of a namespace can be invalidated at once.
+///
+/// A namespace is 1 to 64 characters from `[A-Za-z0-9_.-]`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace(Cow<'static, str>);
+
+impl Namespace {
+    /// Checks and wraps a namespace name.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Result<Self> {
+        let name = name.into();
+        check_name("namespace", &name, false)?;
+        Ok(Namespace(name))
+    }
+
+    /// For names the `#[cached]` macro has already checked at compile time.
+    pub(crate) const fn from_checked(name: &'static str) -> Self {
+        Namespace(Cow::Borrowed(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a namespace (or, with `allow_colon`, a key prefix).
+pub(crate) fn check_name(what: &'static str, name: &str, allow_colon: bool) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > NAME_MAX {
+        Some("it is longer than 64 bytes")
+    } else if !name
+        .bytes()
+        .all(|b| is_plain(b) || (allow_colon && b == b':'))
+    {
+        Some(if allow_colon {
+            "only ASCII letters, digits, `_`, `.`, `-` and `:` are allowed"
+        } else {
+            "only ASCII letters, digits, `_`, `.` and `-` are allowed"
+        })
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidName {
+            what,
+            value: name.to_owned(),
+            reason,
+        }),
+    }
+}
+
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+/// Collects a function's key arguments, in order, as bytes.
+///
+/// Used by the code `#[cached]` generates; each argument is encoded with bincode
+/// (whatever the value codec), so keys do not change with the codec.
+#[derive(Debug, Default)]
+pub struct KeyArgs {
+    bytes: Vec<u8>,
+    error: Option<Error>,
+}
+
+impl KeyArgs {
+    /// Starts an empty argument list.
+    pub fn new() -> Self {
+        KeyArgs::default()
+    }
+
+    /// Appends one argument.
+    pub fn push<T: Serialize + ?Sized>(&mut self, value: &T) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) =
+            bincode::serde::encode_into_std_write(value, &mut self.bytes, bincode::config::standard())
+        {
+            self.error = Some(Error::Encode {
+                what: "key arguments",
+                codec: "bincode",
+                message: e.to_string(),
+            });
+        }
+    }
+
+    /// The encoded arguments, or the first encoding error.
+    pub(crate) fn finish(self) -> Result<Vec<u8>> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.bytes),
+        }
+    }
+}
+
+/// A fully derived key: the entry's key and the shard it belongs to.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    text: String,
+    /// `text[..shard_end]` is `{prefix}:{{namespace}:{shard}}`.
+    shard_end: usize,
+    namespace_start: usize,
+    namespace_end: usize,
+}
+
+impl CacheKey {
+    /// Derives the key of one entry.
+    pub(crate) fn new(
+        prefix: &str,
+        namespace: &Namespace,
+        function: &str,
+        version: u32,
+        args: &[u8],
+    ) -> CacheKey {
+        let shard = shard_of(function, args);
+        let mut text = String::with_capacity(
+            prefix.len() + namespace.as_str().len() + function.len() + args.len() * 3 + 24,
+        );
+        text.push_str(prefix);
+        text.push_str(":{");
+        let namespace_start = text.len();
+        text.push_str(namespace.as_str());
+        let namespace_end = text.len();
+        // Writing into a String cannot fail.
+        let _ = write!(text, ":{shard:02x}}}");
+        let shard_end = text.len();
+        let _ = write!(text, ":{function}:v{version}:");
+        push_args(&mut text, args);
+        CacheKey {
+            text,
+            shard_end,
+            namespace_start,
+            namespace_end,
+        }
+    }
+
+    /// The entry's key, as stored in the backend.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The shard the entry belongs to: `{prefix}:{{namespace}:{shard}}`. A backend
+    /// keeps the shard's generation under a key derived from this.
+    pub fn shard(&self) -> &str {
+        &self.text[..self.shard_end]
+    }
+
+    /// The namespace part of the key.
+    pub fn namespace(&self) -> &str {
+        &self.text[self.namespace_start..self.namespace_end]
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text, f)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The shard keys of a namespace, in shard order.
+pub(crate) fn namespace_shards(prefix: &str, namespace: &Namespace) -> Vec<String> {
+    (0..SHARDS)
+        .map(|shard| format!("{prefix}:{{{namespace}:{shard:02x}}}"))
+        .collect()
+}
+
+/// Picks the shard by FNV-1a over the function id and arguments. Distribution
+/// only: a collision costs nothing but a shared generation counter.
+fn shard_of(function: &str, args: &[u8]) -> u8 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in function.as_bytes().iter().chain([0xFF].iter()).chain(args) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(SHARDS)) as u8
+}
+
+fn push_args(out: &mut String, args: &[u8]) {
+    let escaped_len: usize = args.iter().map(|&b| if is_plain(b) { 1 } else { 3 }).sum();
+    if escaped_len <= INLINE_ARGS_MAX {
+        for &b in args {
+            if is_plain(b) {
+                out.push(b as char);
+            } else {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    } else {
+        // `#` is never produced by the escaping above, so hashed and inline
+        // arguments cannot meet.
+        out.push('#');
+        out.push_str(blake3::hash(args).to_hex().as_str());
+    }
+}
+
+/// Turns a `module_path!()` into a key segment: `app::db` becomes `app.db`.
+pub(crate) fn function_id(module_path: &str, function: &str) -> String {
+    let mut id = module_path.replace("::", ".");
+    id.push('.');
+    id.push_str(function);
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(args: &[u8]) -> CacheKey {
+        CacheKey::new("cache", &Namespace::new("users").unwrap(), "app.get", 0, args)
+    }
+
+    #[test]
+    fn layout_is_readable() {
+        let mut args = KeyArgs::new();
+        args.push("alice");
+        let k = key(&args.finish().unwrap());
+        assert!(k.as_str().starts_with("cache:{users:"), "{k}");
+        assert!(k.as_str().ends_with(":app.get:v0:%05alice"), "{k}");
+        assert_eq!(k.namespace(), "users");
+        assert_eq!(k.shard().len(), "cache:{users:00}".len());
+        assert!(k.as_str().starts_with(k.shard()));
+    }
+
+    #[test]
+    fn long_arguments_are_hashed() {
+        let k = key(&[0u8; 1000]);
+        let args = k.as_str().rsplit(':').next().unwrap();
+        assert_eq!(args.len(), 1 + 64, "{k}");
+        assert!(args.starts_with('#'));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(Namespace::new("users.v2-x_y").is_ok());
+        for bad in ["", "a:b", "a{b", "a b", "é", &"x".repeat(65)] {
+            let err = Namespace::new(bad.to_owned()).unwrap_err();
+            assert!(err.to_string().contains("invalid namespace"), "{err}");
+        }
+        assert!(check_name("prefix", "app:prod", true).is_ok());
+        assert!(check_name("prefix", "app:{x}", true).is_err());
+    }
+
+    #[test]
+    fn function_ids_have_no_colons() {
+        assert_eq!(function_id("app::db", "get"), "app.db.get");
+    }
+}

@@ -1,0 +1,122 @@
+//! A call site: the static description of one `#[cached]` function that the
+//! macro emits, and what the runtime derives from it once.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::entry;
+use crate::key::{self, Namespace};
+
+/// One `#[cached]` function, as the macro describes it. Not public API.
+#[derive(Debug)]
+pub struct CallSite {
+    namespace: &'static str,
+    function: &'static str,
+    module_path: &'static str,
+    version: u32,
+    ttl_secs: u64,
+    generic_value: bool,
+    state: OnceLock<SiteState>,
+}
+
+#[derive(Debug)]
+pub(crate) struct SiteState {
+    pub(crate) namespace: Namespace,
+    pub(crate) function_id: String,
+    /// Another site already uses the same namespace, function id and version:
+    /// their keys could meet, so this one never touches the cache.
+    pub(crate) bypass: bool,
+    fingerprint: OnceLock<u64>,
+}
+
+impl CallSite {
+    /// Describes a site. `ttl_secs == 0` means the cache's default TTL.
+    /// `generic_value` says the value type depends on generic parameters.
+    #[doc(hidden)]
+    pub const fn new(
+        namespace: &'static str,
+        function: &'static str,
+        module_path: &'static str,
+        version: u32,
+        ttl_secs: u64,
+        generic_value: bool,
+    ) -> Self {
+        CallSite {
+            namespace,
+            function,
+            module_path,
+            version,
+            ttl_secs,
+            generic_value,
+            state: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn namespace(&self) -> &'static str {
+        self.namespace
+    }
+
+    pub(crate) fn version(&self) -> u32 {
+        self.version
+    }
+
+    pub(crate) fn ttl(&self, default: Duration) -> Duration {
+        if self.ttl_secs == 0 {
+            default
+        } else {
+            Duration::from_secs(self.ttl_secs)
+        }
+    }
+
+    pub(crate) fn state(&'static self) -> &'static SiteState {
+        self.state.get_or_init(|| {
+            let function_id = key::function_id(self.module_path, self.function);
+            let bypass = !claim(self.namespace, &function_id, self.version, self);
+            if bypass {
+                tracing::error!(
+                    namespace = self.namespace,
+                    function = %function_id,
+                    version = self.version,
+                    "two cached functions share a namespace, name and version, so their keys could collide; \
+                     this one will not be cached. Give one of them another `namespace` or `version`"
+                );
+            }
+            SiteState {
+                namespace: Namespace::from_checked(self.namespace),
+                function_id,
+                bypass,
+                fingerprint: OnceLock::new(),
+            }
+        })
+    }
+
+    /// The schema fingerprint of the value type.
+    pub(crate) fn fingerprint<T: DeserializeOwned + 'static>(&'static self) -> u64 {
+        if self.generic_value {
+            entry::fingerprint_cached::<T>()
+        } else {
+            *self
+                .state()
+                .fingerprint
+                .get_or_init(entry::fingerprint_of::<T>)
+        }
+    }
+}
+
+/// Registers a site's identity; false if another site holds it.
+fn claim(namespace: &str, function_id: &str, version: u32, site: &'static CallSite) -> bool {
+    type Claims = Mutex<HashMap<(String, String, u32), usize>>;
+    static CLAIMS: OnceLock<Claims> = OnceLock::new();
+    let mut claims = CLAIMS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let address = std::ptr::from_ref(site) as usize;
+    *claims
+        .entry((namespace.to_owned(), function_id.to_owned(), version))
+        .or_insert(address)
+        == address
+}
