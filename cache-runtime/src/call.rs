@@ -140,8 +140,16 @@ impl Cache {
             None => Outcome::RunAlone,
             Some(value) => {
                 let ttl = site.ttl(self.inner.default_ttl);
-                self.store(&key, value, fingerprint, ttl, generation, observed, &counters)
-                    .await
+                self.store(
+                    &key,
+                    value,
+                    fingerprint,
+                    ttl,
+                    generation,
+                    observed,
+                    &counters,
+                )
+                .await
             }
         };
         lead.finish(outcome);

@@ -66,7 +66,10 @@ pub(crate) struct Header {
 impl Header {
     pub(crate) fn parse(bytes: &[u8]) -> Result<Header> {
         if bytes.len() < HEADER_LEN {
-            return Err(Error::Decode(format!("entry of {} bytes is shorter than its header", bytes.len())));
+            return Err(Error::Decode(format!(
+                "entry of {} bytes is shorter than its header",
+                bytes.len()
+            )));
         }
         if bytes[0] != MAGIC || bytes[1] != VERSION {
             return Err(Error::Decode(format!(
@@ -92,7 +95,10 @@ impl Header {
     /// Whether the entry outlived its own TTL (a backend that expires late must
     /// not serve it).
     pub(crate) fn expired(&self, now_ms: u64) -> bool {
-        now_ms >= self.written_at_ms.saturating_add(u64::from(self.ttl_secs) * 1000)
+        now_ms
+            >= self
+                .written_at_ms
+                .saturating_add(u64::from(self.ttl_secs) * 1000)
     }
 }
 
@@ -110,7 +116,11 @@ pub(crate) fn write_header(
         MAGIC,
         VERSION,
         codec.id(),
-        if tombstone { KIND_TOMBSTONE } else { KIND_VALUE },
+        if tombstone {
+            KIND_TOMBSTONE
+        } else {
+            KIND_VALUE
+        },
     ]);
     out.extend_from_slice(&fingerprint.to_le_bytes());
     out.extend_from_slice(&generation.0.to_le_bytes());
@@ -193,7 +203,10 @@ pub(crate) fn fingerprint_of<T: DeserializeOwned>() -> u64 {
             hasher.update(b"traced\0");
             // The formats are plain data; bincode gives a canonical byte string.
             let mut canonical = Vec::new();
-            if CodecKind::Bincode.encode(&(format, registry), &mut canonical).is_ok() {
+            if CodecKind::Bincode
+                .encode(&(format, registry), &mut canonical)
+                .is_ok()
+            {
                 hasher.update(&canonical);
             }
         }
@@ -221,7 +234,9 @@ pub(crate) fn fingerprint_cached<T: DeserializeOwned + 'static>() -> u64 {
         return fp;
     }
     let fp = fingerprint_of::<T>();
-    map.write().unwrap_or_else(|e| e.into_inner()).insert(id, fp);
+    map.write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, fp);
     fp
 }
 
@@ -263,9 +278,19 @@ mod tests {
     #[test]
     fn header_round_trips_and_rejects_garbage() {
         let mut out = Vec::new();
-        write_header(&mut out, CodecKind::Bincode, false, 42, Generation(9), Duration::from_secs(60));
+        write_header(
+            &mut out,
+            CodecKind::Bincode,
+            false,
+            42,
+            Generation(9),
+            Duration::from_secs(60),
+        );
         let h = Header::parse(&out).unwrap();
-        assert_eq!((h.fingerprint, h.generation, h.ttl_secs, h.tombstone), (42, 9, 60, false));
+        assert_eq!(
+            (h.fingerprint, h.generation, h.ttl_secs, h.tombstone),
+            (42, 9, 60, false)
+        );
         assert!(!h.expired(now_ms()));
         assert!(h.expired(now_ms() + 61_000));
         assert!(Header::parse(b"garbage").is_err());
@@ -277,12 +302,38 @@ mod tests {
         let c = CodecKind::Bincode;
         let fp = fingerprint_of::<V1>();
         let mut out = Vec::new();
-        write_header(&mut out, c, false, fp, Generation(5), Duration::from_secs(60));
-        c.encode(&V1 { id: 1, name: "x".into() }, &mut out).unwrap();
+        write_header(
+            &mut out,
+            c,
+            false,
+            fp,
+            Generation(5),
+            Duration::from_secs(60),
+        );
+        c.encode(
+            &V1 {
+                id: 1,
+                name: "x".into(),
+            },
+            &mut out,
+        )
+        .unwrap();
         assert!(open::<V1>(&out, c, fp, Some(Generation(5))).is_ok());
-        assert!(matches!(open::<V1>(&out, c, fp, Some(Generation(6))), Err(Rejection::Stale)));
-        assert!(matches!(open::<V1>(&out, c, fp, None), Err(Rejection::Stale)));
-        assert!(matches!(open::<V1>(&out, c, fp ^ 1, Some(Generation(5))), Err(Rejection::Foreign)));
-        assert!(matches!(open::<V1>(&out[..10], c, fp, Some(Generation(5))), Err(Rejection::Broken(_))));
+        assert!(matches!(
+            open::<V1>(&out, c, fp, Some(Generation(6))),
+            Err(Rejection::Stale)
+        ));
+        assert!(matches!(
+            open::<V1>(&out, c, fp, None),
+            Err(Rejection::Stale)
+        ));
+        assert!(matches!(
+            open::<V1>(&out, c, fp ^ 1, Some(Generation(5))),
+            Err(Rejection::Foreign)
+        ));
+        assert!(matches!(
+            open::<V1>(&out[..10], c, fp, Some(Generation(5))),
+            Err(Rejection::Broken(_))
+        ));
     }
 }

@@ -46,7 +46,9 @@ pub enum Error {
     #[error("invalid cache configuration: {0}")]
     Config(String),
     /// A global cache is already installed; the new one was not.
-    #[error("a global cache is already installed; `install` must run once, before the first cached call")]
+    #[error(
+        "a global cache is already installed; `install` must run once, before the first cached call"
+    )]
     AlreadyInstalled,
 }
 

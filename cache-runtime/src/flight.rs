@@ -156,7 +156,9 @@ mod tests {
         let a = flights.join(&key(1));
         let b = flights.join(&key(1));
         assert!(Arc::ptr_eq(&a, &b));
-        let Turn::Lead(lead) = a.enter().await else { panic!("first caller must lead") };
+        let Turn::Lead(lead) = a.enter().await else {
+            panic!("first caller must lead")
+        };
         lead.finish(Outcome::Shared(Bytes::from_static(b"v")));
         assert!(matches!(b.enter().await, Turn::Follow(Outcome::Shared(v)) if v == "v"));
         // Landed: a new caller starts a new flight.

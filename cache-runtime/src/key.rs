@@ -123,9 +123,11 @@ impl KeyArgs {
         if self.error.is_some() {
             return;
         }
-        if let Err(e) =
-            bincode::serde::encode_into_std_write(value, &mut self.bytes, bincode::config::standard())
-        {
+        if let Err(e) = bincode::serde::encode_into_std_write(
+            value,
+            &mut self.bytes,
+            bincode::config::standard(),
+        ) {
             self.error = Some(Error::Encode {
                 what: "key arguments",
                 codec: "bincode",
@@ -262,7 +264,13 @@ mod tests {
     use super::*;
 
     fn key(args: &[u8]) -> CacheKey {
-        CacheKey::new("cache", &Namespace::new("users").unwrap(), "app.get", 0, args)
+        CacheKey::new(
+            "cache",
+            &Namespace::new("users").unwrap(),
+            "app.get",
+            0,
+            args,
+        )
     }
 
     #[test]

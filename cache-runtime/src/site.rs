@@ -1,6 +1,7 @@
 //! A call site: the static description of one `#[cached]` function that the
 //! macro emits, and what the runtime derives from it once.
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -18,7 +19,7 @@ pub struct CallSite {
     module_path: &'static str,
     version: u32,
     ttl_secs: u64,
-    generic_value: bool,
+    companion: bool,
     state: OnceLock<SiteState>,
 }
 
@@ -29,12 +30,15 @@ pub(crate) struct SiteState {
     /// Another site already uses the same namespace, function id and version:
     /// their keys could meet, so this one never touches the cache.
     pub(crate) bypass: bool,
-    fingerprint: OnceLock<u64>,
+    /// The fingerprint of the first value type seen here. A site in a generic
+    /// function or impl sees several; the others use the global memo.
+    fingerprint: OnceLock<(TypeId, u64)>,
 }
 
 impl CallSite {
     /// Describes a site. `ttl_secs == 0` means the cache's default TTL.
-    /// `generic_value` says the value type depends on generic parameters.
+    /// `companion` marks the site of a generated invalidation function, which
+    /// shares the identity of the function it belongs to.
     #[doc(hidden)]
     pub const fn new(
         namespace: &'static str,
@@ -42,7 +46,7 @@ impl CallSite {
         module_path: &'static str,
         version: u32,
         ttl_secs: u64,
-        generic_value: bool,
+        companion: bool,
     ) -> Self {
         CallSite {
             namespace,
@@ -50,7 +54,7 @@ impl CallSite {
             module_path,
             version,
             ttl_secs,
-            generic_value,
+            companion,
             state: OnceLock::new(),
         }
     }
@@ -74,7 +78,8 @@ impl CallSite {
     pub(crate) fn state(&'static self) -> &'static SiteState {
         self.state.get_or_init(|| {
             let function_id = key::function_id(self.module_path, self.function);
-            let bypass = !claim(self.namespace, &function_id, self.version, self);
+            let bypass =
+                !self.companion && !claim(self.namespace, &function_id, self.version, self);
             if bypass {
                 tracing::error!(
                     namespace = self.namespace,
@@ -95,13 +100,14 @@ impl CallSite {
 
     /// The schema fingerprint of the value type.
     pub(crate) fn fingerprint<T: DeserializeOwned + 'static>(&'static self) -> u64 {
-        if self.generic_value {
-            entry::fingerprint_cached::<T>()
+        let (type_id, fingerprint) = *self
+            .state()
+            .fingerprint
+            .get_or_init(|| (TypeId::of::<T>(), entry::fingerprint_of::<T>()));
+        if type_id == TypeId::of::<T>() {
+            fingerprint
         } else {
-            *self
-                .state()
-                .fingerprint
-                .get_or_init(entry::fingerprint_of::<T>)
+            entry::fingerprint_cached::<T>()
         }
     }
 }

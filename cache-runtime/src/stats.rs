@@ -128,7 +128,10 @@ impl Throttle {
         let last = self.last.load(Relaxed);
         let period = u64::try_from(self.period.as_millis()).unwrap_or(u64::MAX);
         if last != 0 && now.saturating_sub(last) < period
-            || self.last.compare_exchange(last, now, Relaxed, Relaxed).is_err()
+            || self
+                .last
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
         {
             self.suppressed.fetch_add(1, Relaxed);
             return None;
@@ -159,8 +162,22 @@ mod tests {
         r.counters("a").miss();
         r.counters("b").error();
         let s = r.snapshot();
-        assert_eq!(s.namespace("a"), NamespaceStats { hits: 1, misses: 1, errors: 0 });
-        assert_eq!(s.total(), NamespaceStats { hits: 1, misses: 1, errors: 1 });
+        assert_eq!(
+            s.namespace("a"),
+            NamespaceStats {
+                hits: 1,
+                misses: 1,
+                errors: 0
+            }
+        );
+        assert_eq!(
+            s.total(),
+            NamespaceStats {
+                hits: 1,
+                misses: 1,
+                errors: 1
+            }
+        );
         assert_eq!(s.namespace("none"), NamespaceStats::default());
     }
 }

@@ -96,7 +96,9 @@ impl MemoryBackend {
 
     /// Overwrites an entry with arbitrary bytes, for tests of broken entries.
     pub async fn set_raw(&self, key: &str, bytes: Bytes, ttl: Duration) {
-        self.entries.insert(key.to_owned(), Stored { bytes, ttl }).await;
+        self.entries
+            .insert(key.to_owned(), Stored { bytes, ttl })
+            .await;
     }
 
     /// Applies pending evictions now (moka applies them lazily).
@@ -189,7 +191,9 @@ impl Backend for MemoryBackend {
             .and_compute_with(|current| {
                 let unchanged = match (&current, &condition.previous) {
                     (None, None) => true,
-                    (Some(current), Some(previous)) => identity(&current.value().bytes) == &previous[..],
+                    (Some(current), Some(previous)) => {
+                        identity(&current.value().bytes) == &previous[..]
+                    }
                     _ => false,
                 };
                 let op = if unchanged {

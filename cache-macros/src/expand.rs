@@ -1,0 +1,249 @@
+//! Generates the wrapper and its companions from a [`Spec`].
+//!
+//! The wrapper keeps the user's signature, attributes and body. The body moves
+//! into an `async move` block that the runtime runs only on a miss; the key
+//! arguments are encoded before it, while they are still borrowed. Everything
+//! generated refers to the runtime by absolute path and names its locals
+//! `__cache_*`, so nothing collides with user code.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, ItemFn};
+
+use crate::spec::{Shape, Spec};
+
+pub(crate) fn expand(spec: &Spec, item: &ItemFn) -> TokenStream {
+    let names = Names::new(&item.sig.ident, spec.receiver);
+    let wrapper = wrapper(spec, item, &names);
+    let invalidate = invalidate_companion(spec, item, &names);
+    let namespace_const = namespace_companion(spec, item, &names);
+    quote! {
+        #wrapper
+        #invalidate
+        #namespace_const
+    }
+}
+
+/// The companions' names, and how docs link to them.
+struct Names {
+    function: String,
+    invalidate: Ident,
+    namespace: Ident,
+    /// `Self::` inside impl blocks, nothing for free functions.
+    link_prefix: &'static str,
+}
+
+impl Names {
+    fn new(function: &Ident, receiver: bool) -> Names {
+        let function = function.to_string().trim_start_matches("r#").to_owned();
+        Names {
+            invalidate: format_ident!("{}_invalidate", function),
+            namespace: format_ident!("{}_NAMESPACE", function.to_uppercase()),
+            function,
+            link_prefix: if receiver { "Self::" } else { "" },
+        }
+    }
+}
+
+fn call_site(spec: &Spec, function: &str, companion: bool) -> TokenStream {
+    let krate = &spec.krate;
+    let namespace = &spec.namespace;
+    let version = spec.version;
+    let ttl = spec.ttl_secs.unwrap_or(0);
+    quote! {
+        static __CACHE_SITE: #krate::__private::CallSite = #krate::__private::CallSite::new(
+            #namespace, #function, ::core::module_path!(), #version, #ttl, #companion,
+        );
+    }
+}
+
+/// Statements that fill `__cache_args`. `borrowed` says every key argument is
+/// already a reference (the companion's parameters).
+fn key_statements(spec: &Spec, borrowed: bool) -> TokenStream {
+    let krate = &spec.krate;
+    let mut out = quote! {
+        let mut __cache_args = #krate::__private::KeyArgs::new();
+    };
+    if spec.receiver {
+        // Methods of different types may share a name and namespace.
+        out.extend(quote! { __cache_args.push(::core::any::type_name::<Self>()); });
+    }
+    if spec.key_self {
+        out.extend(quote_spanned! {Span::call_site()=> __cache_args.push(self); });
+    }
+    if spec.generic_value {
+        let value_ty = &spec.value_ty;
+        out.extend(quote! { __cache_args.push(::core::any::type_name::<#value_ty>()); });
+    }
+    for arg in &spec.key_args {
+        let ident = &arg.ident;
+        let reference = if borrowed || arg.by_ref {
+            quote!(#ident)
+        } else {
+            quote!(&#ident)
+        };
+        if arg.generic {
+            out.extend(quote! {
+                __cache_args.push(#krate::__private::type_name_of_val(#reference));
+            });
+        }
+        // Spanned at the argument's type: an argument that is not Serialize is
+        // reported there.
+        out.extend(quote_spanned! {arg.ty.span()=> __cache_args.push(#reference); });
+    }
+    out
+}
+
+fn wrapper(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
+    let krate = &spec.krate;
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+        ..
+    } = item;
+    let docs = caching_docs(spec, names);
+    let site = call_site(spec, &names.function, false);
+    let keys = key_statements(spec, false);
+    let value_ty = &spec.value_ty;
+    let syn::ReturnType::Type(_, ret_ty) = &sig.output else {
+        unreachable!("spec rejects functions without a return type")
+    };
+    let shape = match spec.shape {
+        Shape::Result => quote!(RESULT),
+        Shape::Option => quote!(OPTION),
+        Shape::Value => quote!(VALUE),
+    };
+    // Spanned at the value type: a value that is not Serialize + Deserialize is
+    // reported there.
+    let call = quote_spanned! {value_ty.span()=>
+        #krate::__private::cached::<#value_ty, _, _>(
+            &__CACHE_SITE,
+            __cache_args,
+            __cache_body,
+            #krate::__private::Shape::#shape,
+        )
+    };
+    quote! {
+        #(#attrs)*
+        #docs
+        #vis #sig {
+            #site
+            #keys
+            let __cache_body = async move {
+                // Fixes the block's output type before the body is checked, so
+                // `?` and `return` in the body infer as they would in the function.
+                #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+                if false {
+                    let __cache_return: #ret_ty = loop {};
+                    return __cache_return;
+                }
+                #block
+            };
+            #call.await
+        }
+    }
+}
+
+fn invalidate_companion(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
+    let krate = &spec.krate;
+    let vis = &item.vis;
+    let generics = &item.sig.generics;
+    let where_clause = &generics.where_clause;
+    let ident = &names.invalidate;
+    let site = call_site(spec, &names.function, true);
+    let keys = key_statements(spec, true);
+    let receiver = spec.key_self.then(|| quote!(&self,));
+    let params = spec.key_args.iter().map(|arg| {
+        let ident = &arg.ident;
+        let ty = &arg.ty;
+        if arg.by_ref {
+            quote!(#ident: #ty)
+        } else {
+            quote!(#ident: &#ty)
+        }
+    });
+    let doc = format!(
+        "Invalidates the cached result of [`{prefix}{function}`] for these arguments.\n\n\
+         Generated by `#[cached]`. When it returns `Ok`, no call returns the \
+         invalidated value, in this process or any other sharing the cache. \
+         An `Err` means the cache could not be reached.",
+        prefix = names.link_prefix,
+        function = names.function,
+    );
+    quote! {
+        #[doc = #doc]
+        #vis async fn #ident #generics (#receiver #(#params),*) -> ::core::result::Result<(), #krate::Error>
+        #where_clause
+        {
+            #site
+            #keys
+            #krate::__private::invalidate(&__CACHE_SITE, __cache_args).await
+        }
+    }
+}
+
+fn namespace_companion(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
+    let vis = &item.vis;
+    let ident = &names.namespace;
+    let namespace = &spec.namespace;
+    let doc = format!(
+        "The cache namespace of [`{}{}`]: `{namespace}`.\n\n\
+         Generated by `#[cached]`; pass it to `invalidate_namespace` to \
+         invalidate every cached result of the namespace.",
+        names.link_prefix, names.function
+    );
+    quote! {
+        #[doc = #doc]
+        #vis const #ident: &'static str = #namespace;
+    }
+}
+
+fn caching_docs(spec: &Spec, names: &Names) -> TokenStream {
+    let mut doc = String::from("\n# Caching\n\nResults are cached by `#[cached]`.\n\n");
+    doc.push_str(&format!(
+        "- **Namespace:** `{}` ([`{}{}`])\n",
+        spec.namespace, names.link_prefix, names.namespace
+    ));
+    match spec.ttl_secs {
+        Some(secs) => doc.push_str(&format!(
+            "- **TTL:** {} ({secs} s)\n",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        )),
+        None => doc.push_str("- **TTL:** the cache's default\n"),
+    }
+    let key: Vec<String> = spec
+        .key_self
+        .then(|| "`self`".to_owned())
+        .into_iter()
+        .chain(spec.key_args.iter().map(|a| format!("`{}`", a.ident)))
+        .collect();
+    doc.push_str(&format!(
+        "- **Key:** {}\n",
+        if key.is_empty() {
+            "no arguments: one entry".to_owned()
+        } else {
+            key.join(", ")
+        }
+    ));
+    if !spec.skipped.is_empty() {
+        let skipped: Vec<String> = spec.skipped.iter().map(|s| format!("`{s}`")).collect();
+        doc.push_str(&format!("- **Not in the key:** {}\n", skipped.join(", ")));
+    }
+    if spec.version != 0 {
+        doc.push_str(&format!("- **Version:** {}\n", spec.version));
+    }
+    doc.push_str(match spec.shape {
+        Shape::Result => "- **Cached:** `Ok` values; errors are not cached\n",
+        Shape::Option => "- **Cached:** `Some` values; `None` is not cached\n",
+        Shape::Value => "- **Cached:** every value\n",
+    });
+    doc.push_str(&format!(
+        "- **Invalidate one entry:** [`{}{}`]\n",
+        names.link_prefix, names.invalidate
+    ));
+    let lines = doc.lines().map(|line| format!(" {line}"));
+    quote! { #(#[doc = #lines])* }
+}

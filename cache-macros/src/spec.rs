@@ -1,0 +1,387 @@
+//! Checks the raw options against each other and against the function, and
+//! builds the [`Spec`] that code generation reads. Nothing after this step looks
+//! at raw attribute syntax.
+
+use std::collections::HashSet;
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::visit::Visit;
+use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
+
+use crate::attr::{Given, RawArgs};
+use crate::errors::Errors;
+
+/// What `#[cached]` was asked to do, checked.
+pub(crate) struct Spec {
+    pub(crate) namespace: String,
+    /// `None`: the runtime's default TTL.
+    pub(crate) ttl_secs: Option<u64>,
+    pub(crate) version: u32,
+    pub(crate) krate: syn::Path,
+    pub(crate) key_self: bool,
+    pub(crate) receiver: bool,
+    pub(crate) key_args: Vec<KeyArg>,
+    pub(crate) skipped: Vec<Ident>,
+    pub(crate) shape: Shape,
+    /// The cached value's type.
+    pub(crate) value_ty: Type,
+    /// The value type mentions a generic parameter.
+    pub(crate) generic_value: bool,
+}
+
+/// An argument that is part of the key.
+pub(crate) struct KeyArg {
+    pub(crate) ident: Ident,
+    pub(crate) ty: Type,
+    /// Its type is a reference (`&T`), so the binding is already borrowed.
+    pub(crate) by_ref: bool,
+    /// Its type depends on generics or is `impl Trait`: the key records the
+    /// concrete type, so that two instantiations never share an entry.
+    pub(crate) generic: bool,
+}
+
+/// Which results are cached.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `Result<T, E>`: `Ok` only.
+    Result,
+    /// `Option<T>`: `Some` only.
+    Option,
+    /// Anything else, and `Option<T>` under `cache_none`: every value.
+    Value,
+}
+
+impl Spec {
+    pub(crate) fn new(raw: RawArgs, item: &ItemFn, errors: &mut Errors) -> Option<Spec> {
+        let sig = &item.sig;
+        if let Some(constness) = &sig.constness {
+            errors.push(syn::Error::new(
+                constness.span(),
+                "#[cached] cannot be used on a `const fn`: cached results live in a runtime cache; remove `const`",
+            ));
+        }
+        if sig.asyncness.is_none() {
+            errors.push(syn::Error::new(
+                sig.fn_token.span(),
+                "#[cached] only supports `async fn`: make the function async (`async fn`), \
+                 it is called with `.await` and may then use a remote cache",
+            ));
+        }
+        if let Some(variadic) = &sig.variadic {
+            errors.push(syn::Error::new(
+                variadic.span(),
+                "#[cached] does not support variadic functions",
+            ));
+        }
+
+        let generics: HashSet<String> = sig
+            .generics
+            .type_params()
+            .map(|p| p.ident.to_string())
+            .collect();
+
+        let namespace = namespace(raw.namespace.as_ref(), &sig.ident, errors);
+        let ttl_secs = raw.ttl.as_ref().and_then(|t| ttl(t, errors));
+        let version = raw.version.as_ref().map_or(Some(0), |v| {
+            v.value
+                .base10_parse::<u32>()
+                .map_err(|_| {
+                    errors.push(syn::Error::new(
+                        v.value.span(),
+                        "`version` must be an integer from 0 to 4294967295",
+                    ))
+                })
+                .ok()
+        });
+        let krate = match &raw.krate {
+            None => Some(syn::parse_quote!(::cache_runtime)),
+            Some(k) => k
+                .value
+                .parse::<syn::Path>()
+                .map_err(|_| {
+                    errors.push(syn::Error::new(
+                        k.value.span(),
+                        "`crate` must be a path to the runtime crate, as in `crate = \"my_cache\"` or `crate = \"::deps::cache_runtime\"`",
+                    ))
+                })
+                .ok(),
+        };
+        let cache_none = raw.cache_none.as_ref().is_some_and(|b| b.value.value);
+        let key_self = raw.key_self.as_ref().is_some_and(|b| b.value.value);
+        let receiver = sig.receiver().is_some();
+        if key_self && !receiver {
+            errors.push(syn::Error::new(
+                raw.key_self.as_ref().map_or(Span::call_site(), |k| k.span),
+                "`key_self` needs a method with a `self` receiver; remove it",
+            ));
+        }
+
+        let (key_args, skipped) = arguments(sig, raw.skip.as_ref(), &generics, errors);
+        let shape_and_value = shape(&sig.output, cache_none, sig.span(), errors);
+        let (shape, value_ty) = shape_and_value?;
+        let generic_value = mentions_generics(&value_ty, &generics);
+
+        Some(Spec {
+            namespace: namespace?,
+            ttl_secs: ttl_secs.unwrap_or(None),
+            version: version?,
+            krate: krate?,
+            key_self,
+            receiver,
+            key_args,
+            skipped,
+            shape,
+            value_ty,
+            generic_value,
+        })
+        .filter(|_| errors.is_empty())
+    }
+}
+
+fn namespace(
+    given: Option<&Given<syn::LitStr>>,
+    function: &Ident,
+    errors: &mut Errors,
+) -> Option<String> {
+    let Some(given) = given else {
+        return Some(function.to_string().trim_start_matches("r#").to_owned());
+    };
+    let name = given.value.value();
+    let problem = if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > 64 {
+        Some("is longer than 64 bytes")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        Some(
+            "may only contain ASCII letters, digits, `_`, `.` and `-` (`:` and braces are reserved by the key layout)",
+        )
+    } else {
+        None
+    };
+    match problem {
+        None => Some(name),
+        Some(problem) => {
+            errors.push(syn::Error::new(
+                given.value.span(),
+                format!(
+                    "invalid namespace {:?}: it {problem}; for example `namespace = \"users\"`",
+                    name
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// `Some(None)`: no TTL given. `None`: an error was reported.
+fn ttl(given: &Given<syn::Lit>, errors: &mut Errors) -> Option<Option<u64>> {
+    let (secs, span) = match &given.value {
+        syn::Lit::Int(i) => match i.base10_parse::<u64>() {
+            Ok(secs) => (secs, i.span()),
+            Err(_) => {
+                errors.push(syn::Error::new(
+                    i.span(),
+                    "the TTL must be a whole number of seconds, as in `ttl = 60`",
+                ));
+                return None;
+            }
+        },
+        syn::Lit::Str(s) => match humantime::parse_duration(&s.value()) {
+            Ok(d) if d.subsec_nanos() != 0 => {
+                errors.push(syn::Error::new(s.span(), "the TTL must be a whole number of seconds; entries expire with second precision"));
+                return None;
+            }
+            Ok(d) => (d.as_secs(), s.span()),
+            Err(e) => {
+                errors.push(syn::Error::new(
+                    s.span(),
+                    format!("cannot read {:?} as a TTL ({e}); write it like \"90s\", \"10m\", \"1h30m\" or \"2days\"", s.value()),
+                ));
+                return None;
+            }
+        },
+        _ => unreachable!("attr::ttl only accepts integer and string literals"),
+    };
+    if secs == 0 {
+        errors.push(syn::Error::new(
+            span,
+            "the TTL must be at least one second; to disable caching, remove #[cached]",
+        ));
+        return None;
+    }
+    if secs > u64::from(u32::MAX) {
+        errors.push(syn::Error::new(
+            span,
+            "the TTL is too long: at most 4294967295 seconds (about 136 years)",
+        ));
+        return None;
+    }
+    Some(Some(secs))
+}
+
+fn arguments(
+    sig: &syn::Signature,
+    skip: Option<&Given<Vec<Ident>>>,
+    generics: &HashSet<String>,
+    errors: &mut Errors,
+) -> (Vec<KeyArg>, Vec<Ident>) {
+    let skip_names = skip.map(|s| s.value.as_slice()).unwrap_or_default();
+    let mut seen = HashSet::new();
+    for name in skip_names {
+        if !seen.insert(name.to_string()) {
+            errors.push(syn::Error::new(
+                name.span(),
+                format!("`{name}` is listed twice in `skip`"),
+            ));
+        }
+    }
+
+    let mut named = Vec::new();
+    let mut key_args = Vec::new();
+    let mut skipped = Vec::new();
+    for arg in &sig.inputs {
+        let FnArg::Typed(arg) = arg else { continue };
+        let ident = match &*arg.pat {
+            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
+            // An unnamed argument cannot change what the body computes.
+            Pat::Wild(_) => continue,
+            other => {
+                errors.push(syn::Error::new(
+                    other.span(),
+                    "#[cached] needs each argument bound to a name, to put it in the key: \
+                     write `point: Point` and destructure it in the body",
+                ));
+                continue;
+            }
+        };
+        named.push(ident.to_string());
+        if skip_names.contains(&ident) {
+            skipped.push(ident);
+            continue;
+        }
+        key_args.push(KeyArg {
+            by_ref: matches!(&*arg.ty, Type::Reference(_)),
+            generic: mentions_generics(&arg.ty, generics),
+            ident,
+            ty: (*arg.ty).clone(),
+        });
+    }
+
+    for name in skip_names {
+        if name == "self" {
+            errors.push(syn::Error::new(
+                name.span(),
+                "`self` is never part of the key, so it cannot be skipped; remove it from `skip` \
+                 (to put it in the key, use `key_self = true`)",
+            ));
+        } else if !named.iter().any(|n| name == n) {
+            let known = if named.is_empty() {
+                "the function has no named arguments".to_owned()
+            } else {
+                format!("its arguments are: {}", named.join(", "))
+            };
+            errors.push(syn::Error::new(
+                name.span(),
+                format!("`skip({name})`: the function has no argument `{name}`; {known}"),
+            ));
+        }
+    }
+    (key_args, skipped)
+}
+
+fn shape(
+    output: &ReturnType,
+    cache_none: bool,
+    sig_span: Span,
+    errors: &mut Errors,
+) -> Option<(Shape, Type)> {
+    let ReturnType::Type(_, ty) = output else {
+        errors.push(syn::Error::new(
+            sig_span,
+            "a #[cached] function must return the value to cache; add a return type (`-> User`)",
+        ));
+        return None;
+    };
+    if let Some(span) = unsupported_in_value(ty) {
+        errors.push(syn::Error::new(span.0, span.1));
+        return None;
+    }
+    let last = match &**ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last(),
+        _ => None,
+    };
+    let first_type_arg = |seg: &syn::PathSegment| match &seg.arguments {
+        PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
+            GenericArgument::Type(t) => Some(t.clone()),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let shape = match last {
+        Some(seg) if seg.ident == "Result" => first_type_arg(seg).map(|t| (Shape::Result, t)),
+        Some(seg) if seg.ident == "Option" && !cache_none => {
+            first_type_arg(seg).map(|t| (Shape::Option, t))
+        }
+        _ => None,
+    };
+    Some(shape.unwrap_or_else(|| (Shape::Value, (**ty).clone())))
+}
+
+/// A part of the return type that cannot be stored, with the reason.
+fn unsupported_in_value(ty: &Type) -> Option<(Span, &'static str)> {
+    struct Finder(Option<(Span, &'static str)>);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_type_impl_trait(&mut self, t: &'ast syn::TypeImplTrait) {
+            self.0.get_or_insert((
+                t.span(),
+                "#[cached] cannot store an `impl Trait` return value: return a named type that implements Serialize and Deserialize",
+            ));
+        }
+        fn visit_type_reference(&mut self, t: &'ast syn::TypeReference) {
+            self.0.get_or_insert((
+                t.span(),
+                "#[cached] cannot store a borrowed return value: return an owned type (`String` rather than `&str`, `Vec<T>` rather than `&[T]`)",
+            ));
+        }
+    }
+    let mut finder = Finder(None);
+    finder.visit_type(ty);
+    finder.0
+}
+
+fn mentions_generics(ty: &Type, generics: &HashSet<String>) -> bool {
+    struct Finder<'a> {
+        generics: &'a HashSet<String>,
+        found: bool,
+    }
+    impl<'ast> Visit<'ast> for Finder<'_> {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.found = true;
+        }
+        fn visit_path(&mut self, path: &'ast syn::Path) {
+            if let Some(first) = path.segments.first() {
+                let name = first.ident.to_string();
+                // Type parameters of an enclosing `impl<T>` are invisible to an
+                // attribute on one of its functions; treat names shaped like
+                // type parameters (`T`, `K`, `V2`) as generic too.
+                let looks_generic = path.segments.len() == 1
+                    && name.len() <= 2
+                    && name.starts_with(|c: char| c.is_ascii_uppercase());
+                if self.generics.contains(&name) || looks_generic {
+                    self.found = true;
+                }
+            }
+            syn::visit::visit_path(self, path);
+        }
+    }
+    let mut finder = Finder {
+        generics,
+        found: false,
+    };
+    finder.visit_type(ty);
+    finder.found
+}
