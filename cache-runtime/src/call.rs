@@ -94,7 +94,7 @@ impl Cache {
         }
         let counters = self.counters(site.namespace());
         let key = match args.finish() {
-            Ok(args) => CacheKey::new(
+            Ok(args) => CacheKey::from_parts(
                 &self.inner.prefix,
                 &state.namespace,
                 &state.function_id,
@@ -233,20 +233,20 @@ impl Cache {
         observed: Observed,
         counters: &Counters,
     ) -> Outcome {
-        let mut entry = Vec::with_capacity(HEADER_LEN + 64);
-        entry::write_header(
-            &mut entry,
+        let sealed = entry::seal(
             self.inner.codec,
-            false,
             fingerprint,
             generation.unwrap_or(Generation(0)),
             ttl,
+            value,
         );
-        if let Err(error) = self.inner.codec.encode(value, &mut entry) {
-            self.fail(counters, key, "encode", &error);
-            return Outcome::RunAlone;
-        }
-        let entry = Bytes::from(entry);
+        let entry = match sealed {
+            Ok(entry) => entry,
+            Err(error) => {
+                self.fail(counters, key, "encode", &error);
+                return Outcome::RunAlone;
+            }
+        };
         let Some(generation) = generation else {
             // The backend is unreachable: share the value in-process only.
             return Outcome::Shared(entry);

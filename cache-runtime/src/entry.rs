@@ -26,6 +26,7 @@ use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::CodecKind;
@@ -130,6 +131,23 @@ pub(crate) fn write_header(
     out.extend_from_slice(&ttl_secs.to_le_bytes());
 }
 
+/// Builds a value entry: header, then `value` encoded with `codec`.
+///
+/// `fingerprint` is the value type's [`fingerprint`]; `generation` the shard
+/// generation the value was computed under.
+pub fn seal<T: Serialize + ?Sized>(
+    codec: CodecKind,
+    fingerprint: u64,
+    generation: Generation,
+    ttl: Duration,
+    value: &T,
+) -> Result<Bytes> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 64);
+    write_header(&mut out, codec, false, fingerprint, generation, ttl);
+    codec.encode(value, &mut out)?;
+    Ok(Bytes::from(out))
+}
+
 /// A tombstone: what an entry invalidation leaves behind.
 pub(crate) fn tombstone(codec: CodecKind, ttl: Duration) -> Bytes {
     let mut out = Vec::with_capacity(HEADER_LEN);
@@ -183,7 +201,8 @@ pub(crate) fn open<T: DeserializeOwned>(
         .map_err(Rejection::Broken)
 }
 
-/// The schema fingerprint of `T`.
+/// The schema fingerprint of `T`: what an entry records so that only the
+/// type (and layout) that wrote it decodes it.
 ///
 /// The structure of `T` is traced through its `Deserialize` impl with
 /// serde-reflection (field names, types and order, enum variants, recursively),
@@ -192,7 +211,7 @@ pub(crate) fn open<T: DeserializeOwned>(
 /// input) fall back to their type name; for those, a changed layout is still
 /// caught by the codec's strict decode in most cases but not all, so bump
 /// `version` when changing them.
-pub(crate) fn fingerprint_of<T: DeserializeOwned>() -> u64 {
+pub fn fingerprint<T: DeserializeOwned>() -> u64 {
     let mut hasher = blake3::Hasher::new();
     let mut tracer = serde_reflection::Tracer::new(serde_reflection::TracerConfig::default());
     let traced = tracer
@@ -224,7 +243,7 @@ pub(crate) fn fingerprint_of<T: DeserializeOwned>() -> u64 {
     u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-/// [`fingerprint_of`], memoized per type, for generic cached functions
+/// [`fingerprint`], memoized per type, for generic cached functions
 /// whose value type differs between instantiations.
 pub(crate) fn fingerprint_cached<T: DeserializeOwned + 'static>() -> u64 {
     static FINGERPRINTS: OnceLock<RwLock<HashMap<TypeId, u64>>> = OnceLock::new();
@@ -233,7 +252,7 @@ pub(crate) fn fingerprint_cached<T: DeserializeOwned + 'static>() -> u64 {
     if let Some(&fp) = map.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
         return fp;
     }
-    let fp = fingerprint_of::<T>();
+    let fp = fingerprint::<T>();
     map.write()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id, fp);
@@ -268,11 +287,11 @@ mod tests {
 
     #[test]
     fn fingerprints_tell_schemas_apart() {
-        assert_eq!(fingerprint_of::<V1>(), fingerprint_of::<V1>());
-        assert_ne!(fingerprint_of::<V1>(), fingerprint_of::<V2>());
-        assert_ne!(fingerprint_of::<u32>(), fingerprint_of::<u64>());
-        assert_ne!(fingerprint_of::<Shape>(), fingerprint_of::<V1>());
-        assert_eq!(fingerprint_cached::<Shape>(), fingerprint_of::<Shape>());
+        assert_eq!(fingerprint::<V1>(), fingerprint::<V1>());
+        assert_ne!(fingerprint::<V1>(), fingerprint::<V2>());
+        assert_ne!(fingerprint::<u32>(), fingerprint::<u64>());
+        assert_ne!(fingerprint::<Shape>(), fingerprint::<V1>());
+        assert_eq!(fingerprint_cached::<Shape>(), fingerprint::<Shape>());
     }
 
     #[test]
@@ -300,7 +319,7 @@ mod tests {
     #[test]
     fn open_checks_generation_and_schema() {
         let c = CodecKind::Bincode;
-        let fp = fingerprint_of::<V1>();
+        let fp = fingerprint::<V1>();
         let mut out = Vec::new();
         write_header(
             &mut out,

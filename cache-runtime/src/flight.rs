@@ -147,7 +147,7 @@ mod tests {
     use crate::key::Namespace;
 
     fn key(arg: u8) -> CacheKey {
-        CacheKey::new("t", &Namespace::new("ns").unwrap(), "f", 0, &[arg])
+        CacheKey::from_parts("t", &Namespace::new("ns").unwrap(), "f", 0, &[arg])
     }
 
     #[tokio::test]

@@ -156,8 +156,40 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
-    /// Derives the key of one entry.
-    pub(crate) fn new(
+    /// Derives the key of one entry, as a cached function with this identity
+    /// and these arguments would.
+    ///
+    /// `function` is the function's id: no `:`, braces or whitespace.
+    pub fn new(
+        prefix: &str,
+        namespace: &Namespace,
+        function: &str,
+        version: u32,
+        args: KeyArgs,
+    ) -> Result<CacheKey> {
+        check_name("prefix", prefix, true)?;
+        if function.is_empty()
+            || function
+                .chars()
+                .any(|c| matches!(c, ':' | '{' | '}') || c.is_whitespace())
+        {
+            return Err(Error::InvalidName {
+                what: "function id",
+                value: function.to_owned(),
+                reason: "it must be non-empty, without `:`, braces or whitespace",
+            });
+        }
+        Ok(CacheKey::from_parts(
+            prefix,
+            namespace,
+            function,
+            version,
+            &args.finish()?,
+        ))
+    }
+
+    /// [`CacheKey::new`] for parts that are already checked.
+    pub(crate) fn from_parts(
         prefix: &str,
         namespace: &Namespace,
         function: &str,
@@ -264,7 +296,7 @@ mod tests {
     use super::*;
 
     fn key(args: &[u8]) -> CacheKey {
-        CacheKey::new(
+        CacheKey::from_parts(
             "cache",
             &Namespace::new("users").unwrap(),
             "app.get",
@@ -277,7 +309,14 @@ mod tests {
     fn layout_is_readable() {
         let mut args = KeyArgs::new();
         args.push("alice");
-        let k = key(&args.finish().unwrap());
+        let k = CacheKey::new(
+            "cache",
+            &Namespace::new("users").unwrap(),
+            "app.get",
+            0,
+            args,
+        )
+        .unwrap();
         assert!(k.as_str().starts_with("cache:{users:"), "{k}");
         assert!(k.as_str().ends_with(":app.get:v0:%05alice"), "{k}");
         assert_eq!(k.namespace(), "users");
@@ -307,5 +346,8 @@ mod tests {
     #[test]
     fn function_ids_have_no_colons() {
         assert_eq!(function_id("app::db", "get"), "app.db.get");
+        let ns = Namespace::new("n").unwrap();
+        assert!(CacheKey::new("p", &ns, "a:b", 0, KeyArgs::new()).is_err());
+        assert!(CacheKey::new("p{", &ns, "a", 0, KeyArgs::new()).is_err());
     }
 }

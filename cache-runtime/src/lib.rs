@@ -121,7 +121,7 @@ pub mod __private {
     pub async fn invalidate(site: &'static CallSite, args: KeyArgs) -> crate::Result<()> {
         let cache = crate::current();
         let state = site.state();
-        let key = CacheKey::new(
+        let key = CacheKey::from_parts(
             cache.prefix(),
             &state.namespace,
             &state.function_id,

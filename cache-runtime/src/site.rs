@@ -103,7 +103,7 @@ impl CallSite {
         let (type_id, fingerprint) = *self
             .state()
             .fingerprint
-            .get_or_init(|| (TypeId::of::<T>(), entry::fingerprint_of::<T>()));
+            .get_or_init(|| (TypeId::of::<T>(), entry::fingerprint::<T>()));
         if type_id == TypeId::of::<T>() {
             fingerprint
         } else {
