@@ -3,12 +3,19 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use serde::Serialize;
 
 use crate::backend::{Backend, MemoryBackend};
+use crate::circuit::{Circuit, CircuitConfig, Transition};
 use crate::codec::CodecKind;
+use crate::config;
+#[cfg(feature = "redis")]
+use crate::config::RedisConfig;
 use crate::entry;
 use crate::error::{Error, Result};
 use crate::flight::Flights;
@@ -42,6 +49,10 @@ pub(crate) struct Inner {
     pub(crate) flights: Arc<Flights>,
     pub(crate) stats: Registry,
     throttle: Throttle,
+    circuit: Circuit,
+    closed: AtomicBool,
+    writes_in_flight: AtomicUsize,
+    writes_done: Notify,
 }
 
 impl fmt::Debug for Cache {
@@ -69,6 +80,8 @@ pub struct Health {
     pub backend: &'static str,
     /// Whether the backend holds a live connection (always true in memory).
     pub connected: bool,
+    /// Whether calls currently skip the backend after repeated failures.
+    pub circuit_open: bool,
 }
 
 impl Cache {
@@ -109,7 +122,7 @@ impl Cache {
     pub async fn invalidate_namespace(&self, namespace: &str) -> Result<()> {
         let namespace = Namespace::new(namespace.to_owned())?;
         let shards = key::namespace_shards(&self.inner.prefix, &namespace);
-        let result = self.inner.backend.bump(&shards).await;
+        let result = self.guarded(self.inner.backend.bump(&shards)).await;
         self.inner.flights.detach_namespace(namespace.as_str());
         result
     }
@@ -121,21 +134,87 @@ impl Cache {
     /// nothing.
     pub(crate) async fn invalidate_key(&self, key: &CacheKey, ttl: Duration) -> Result<()> {
         let tombstone = entry::tombstone(self.inner.codec, ttl);
-        let result = self.inner.backend.set(key, tombstone, ttl).await;
+        let _write = self.write_started();
+        let result = self
+            .guarded(self.inner.backend.set(key, tombstone, ttl))
+            .await;
         self.inner.flights.detach(key.as_str());
         result
     }
 
-    /// Pings the backend.
+    /// Pings the backend (past the circuit breaker, so it tells the backend's
+    /// real state).
     pub async fn health(&self) -> Health {
         let start = Instant::now();
-        let healthy = self.inner.backend.ping().await.is_ok();
+        let healthy = !self.is_closed() && self.inner.backend.ping().await.is_ok();
         Health {
             healthy,
             latency_ms: start.elapsed().as_secs_f64() * 1000.0,
             backend: self.inner.backend.name(),
             connected: healthy,
+            circuit_open: self.inner.circuit.is_open(),
         }
+    }
+
+    /// Shuts the cache down gracefully: from now on cached calls run uncached;
+    /// stores already under way are awaited (at most `grace`), then the backend
+    /// releases its connections. Call it once the server stopped taking requests.
+    ///
+    /// Returns `false` if some stores were still running after `grace`.
+    pub async fn close(&self, grace: Duration) -> bool {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let drained = tokio::time::timeout(grace, async {
+            loop {
+                let done = self.inner.writes_done.notified();
+                if self.inner.writes_in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                done.await;
+            }
+        })
+        .await
+        .is_ok();
+        self.inner.backend.close().await;
+        drained
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Relaxed)
+    }
+
+    /// Runs one backend operation through the circuit breaker.
+    pub(crate) async fn guarded<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+        let backend = self.inner.backend.name();
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        if !self.inner.circuit.allow() {
+            return Err(Error::CircuitOpen { backend });
+        }
+        let result = op.await;
+        let transition = match &result {
+            Ok(_) => self.inner.circuit.success(),
+            Err(_) => self.inner.circuit.failure(),
+        };
+        match transition {
+            Transition::None => {}
+            Transition::Opened(period) => tracing::warn!(
+                backend,
+                retry_in = ?period,
+                "cache backend failing; circuit open: calls run uncached without waiting for it"
+            ),
+            Transition::Closed => {
+                tracing::info!(backend, "cache backend answers again; circuit closed")
+            }
+        }
+        result
+    }
+
+    /// Counts a store under way until the returned guard drops, so that
+    /// [`close`](Self::close) can wait for it.
+    pub(crate) fn write_started(&self) -> WriteGuard<'_> {
+        self.inner.writes_in_flight.fetch_add(1, Ordering::SeqCst);
+        WriteGuard(self)
     }
 
     /// Runs `future` with this cache as the current one: cached functions called
@@ -166,21 +245,40 @@ impl Cache {
     }
 }
 
+pub(crate) struct WriteGuard<'a>(&'a Cache);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.inner.writes_in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.inner.writes_done.notify_waiters();
+        }
+    }
+}
+
 /// Configures a [`Cache`].
+///
+/// Precedence: what is set on the builder wins over what
+/// [`from_env`](Self::from_env) read, which wins over the defaults.
 pub struct CacheBuilder {
     backend: Option<Arc<dyn Backend>>,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisConfig>,
     prefix: String,
     default_ttl: Duration,
     codec: CodecKind,
+    circuit: CircuitConfig,
 }
 
 impl Default for CacheBuilder {
     fn default() -> Self {
         CacheBuilder {
             backend: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             prefix: DEFAULT_PREFIX.to_owned(),
             default_ttl: DEFAULT_TTL,
             codec: CodecKind::default(),
+            circuit: CircuitConfig::default(),
         }
     }
 }
@@ -197,15 +295,81 @@ impl fmt::Debug for CacheBuilder {
 }
 
 impl CacheBuilder {
-    /// The backend. Default: a new [`MemoryBackend`].
-    pub fn backend(mut self, backend: impl Backend) -> Self {
-        self.backend = Some(Arc::new(backend));
+    /// A builder configured from the environment: `CACHE_PREFIX`,
+    /// `CACHE_DEFAULT_TTL`, and Redis if `REDIS_URL` is set (or
+    /// `CACHE_BACKEND=redis`), with its `CACHE_*` timeouts. See the table in
+    /// the [crate docs](crate#configuration). Settings made on the returned
+    /// builder override the environment.
+    pub fn from_env() -> Result<CacheBuilder> {
+        let mut builder = CacheBuilder::default();
+        if let Some(prefix) = config::var("CACHE_PREFIX") {
+            builder.prefix = prefix;
+        }
+        if let Some(ttl) = config::ttl_var("CACHE_DEFAULT_TTL")? {
+            builder.default_ttl = ttl;
+        }
+        let backend = config::var("CACHE_BACKEND").map(|b| b.to_ascii_lowercase());
+        let use_redis = match backend.as_deref() {
+            None => config::var("REDIS_URL").is_some(),
+            Some("redis") => true,
+            Some("memory") => false,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "CACHE_BACKEND={other:?} is not a backend; use `memory` or `redis`"
+                )));
+            }
+        };
+        if use_redis {
+            #[cfg(feature = "redis")]
+            {
+                builder.redis = Some(RedisConfig::from_env()?);
+            }
+            #[cfg(not(feature = "redis"))]
+            return Err(Error::Config(
+                "REDIS_URL is set but cache-runtime was built without its `redis` feature"
+                    .to_owned(),
+            ));
+        }
+        if let (Some(base), Some(cap)) = (
+            config::duration_var("CACHE_BACKOFF_BASE")?,
+            config::duration_var("CACHE_BACKOFF_MAX")?,
+        ) {
+            builder.circuit.base = base;
+            builder.circuit.cap = cap;
+        }
+        Ok(builder)
+    }
+
+    /// Redis as the backend. Connects lazily; see [`connect`](Self::connect)
+    /// for fail-fast.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, config: RedisConfig) -> Self {
+        self.circuit.base = config.backoff_base;
+        self.circuit.cap = config.backoff_max;
+        self.redis = Some(config);
+        self.backend = None;
         self
+    }
+
+    /// When the circuit breaker opens and how it backs off. Default: open after
+    /// 5 consecutive failures, probe after 50 ms, doubling to 5 s.
+    pub fn circuit(mut self, circuit: CircuitConfig) -> Self {
+        self.circuit = circuit;
+        self
+    }
+
+    /// The backend. Default: a new [`MemoryBackend`].
+    pub fn backend(self, backend: impl Backend) -> Self {
+        self.shared_backend(Arc::new(backend))
     }
 
     /// A backend shared with other caches (as a process would share Redis).
     pub fn shared_backend(mut self, backend: Arc<dyn Backend>) -> Self {
         self.backend = Some(backend);
+        #[cfg(feature = "redis")]
+        {
+            self.redis = None;
+        }
         self
     }
 
@@ -228,7 +392,8 @@ impl CacheBuilder {
         self
     }
 
-    /// Checks the configuration and builds the cache.
+    /// Checks the configuration and builds the cache. A Redis backend connects
+    /// lazily, on the first call (inside a Tokio runtime).
     pub fn build(self) -> Result<Cache> {
         key::check_name("prefix", &self.prefix, true)?;
         if self.default_ttl < Duration::from_secs(1) {
@@ -237,19 +402,57 @@ impl CacheBuilder {
                 self.default_ttl
             )));
         }
+        if self.circuit.threshold == 0
+            || self.circuit.base.is_zero()
+            || self.circuit.cap < self.circuit.base
+        {
+            return Err(Error::Config(format!(
+                "invalid circuit breaker settings {:?}: the threshold and base must be positive and the cap at least the base",
+                self.circuit
+            )));
+        }
+        let backend: Arc<dyn Backend> = match self.backend {
+            Some(backend) => backend,
+            #[cfg(feature = "redis")]
+            None if self.redis.is_some() => Arc::new(crate::backend::RedisBackend::lazy(
+                self.redis.clone().expect("checked"),
+            )?),
+            None => Arc::new(MemoryBackend::new()),
+        };
         Ok(Cache {
             inner: Arc::new(Inner {
-                backend: self
-                    .backend
-                    .unwrap_or_else(|| Arc::new(MemoryBackend::new())),
+                backend,
                 prefix: self.prefix,
                 default_ttl: self.default_ttl,
                 codec: self.codec,
                 flights: Arc::default(),
                 stats: Registry::default(),
                 throttle: Throttle::new(WARN_PERIOD),
+                circuit: Circuit::new(self.circuit),
+                closed: AtomicBool::new(false),
+                writes_in_flight: AtomicUsize::new(0),
+                writes_done: Notify::new(),
             }),
         })
+    }
+
+    /// Builds the cache and, if its Redis configuration asks for fail-fast,
+    /// checks that Redis answers: startup then fails rather than running
+    /// uncached.
+    pub async fn connect(self) -> Result<Cache> {
+        #[cfg(feature = "redis")]
+        let fail_fast = self.redis.as_ref().is_some_and(|r| r.fail_fast);
+        #[cfg(not(feature = "redis"))]
+        let fail_fast = false;
+        let cache = self.build()?;
+        if fail_fast {
+            cache.inner.backend.ping().await.map_err(|e| {
+                Error::Config(format!(
+                    "fail-fast is set and the cache backend does not answer: {e}"
+                ))
+            })?;
+        }
+        Ok(cache)
     }
 
     /// Builds the cache and installs it as the process-wide one.

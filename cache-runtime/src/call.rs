@@ -89,7 +89,7 @@ impl Cache {
         F: Future<Output = R>,
     {
         let state = site.state();
-        if state.bypass {
+        if state.bypass || self.is_closed() {
             return body.await;
         }
         let counters = self.counters(site.namespace());
@@ -162,7 +162,7 @@ impl Cache {
         fingerprint: u64,
         counters: &Counters,
     ) -> Found<T> {
-        let lookup = match self.inner.backend.get(key).await {
+        let lookup = match self.guarded(self.inner.backend.get(key)).await {
             Ok(lookup) => lookup,
             Err(error) => {
                 self.fail(counters, key, "read", &error);
@@ -213,7 +213,10 @@ impl Cache {
         }
         // The shard has no generation yet. It must exist before the body runs:
         // one created after could postdate an invalidation the body missed.
-        match self.inner.backend.generation(key.shard()).await {
+        match self
+            .guarded(self.inner.backend.generation(key.shard()))
+            .await
+        {
             Ok(generation) => Some(generation),
             Err(error) => {
                 self.fail(counters, key, "generation read", &error);
@@ -255,10 +258,9 @@ impl Cache {
             generation,
             previous: observed.previous,
         };
+        let _write = self.write_started();
         match self
-            .inner
-            .backend
-            .put(key, entry.clone(), ttl, &condition)
+            .guarded(self.inner.backend.put(key, entry.clone(), ttl, &condition))
             .await
         {
             Ok(PutOutcome::Stored) => Outcome::Shared(entry),

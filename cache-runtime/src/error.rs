@@ -19,6 +19,16 @@ pub enum Error {
         /// What the backend reported.
         message: String,
     },
+    /// The backend was not asked: its circuit is open after repeated failures.
+    /// It is probed again after a backoff.
+    #[error("cache backend `{backend}` skipped: the circuit is open after repeated failures")]
+    CircuitOpen {
+        /// The backend's name.
+        backend: &'static str,
+    },
+    /// The cache was closed with [`Cache::close`](crate::Cache::close).
+    #[error("the cache is closed")]
+    Closed,
     /// A value or key argument could not be encoded.
     #[error("cannot encode {what} with {codec}: {message}")]
     Encode {

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheBuilder};
 
 static GLOBAL: OnceLock<Cache> = OnceLock::new();
 
@@ -31,12 +31,30 @@ pub fn install(cache: Cache) -> Result<(), Cache> {
 }
 
 /// The process-wide cache, started on first use if none was installed.
+///
+/// Started from the environment ([`CacheBuilder::from_env`]): Redis if
+/// `REDIS_URL` is set, in memory otherwise. A configuration error is logged and
+/// the in-memory cache serves instead: a cache never stops the service.
+///
+/// [`CacheBuilder::from_env`]: crate::CacheBuilder::from_env
 pub fn global() -> &'static Cache {
     GLOBAL.get_or_init(|| {
-        tracing::info!(
-            "no cache installed; using an in-memory cache (install one at startup with `Cache::builder()...install()`)"
-        );
-        Cache::memory()
+        match CacheBuilder::from_env().and_then(CacheBuilder::build) {
+            Ok(cache) if cache.backend_name() == "memory" => {
+                tracing::info!(
+                    "no cache installed and REDIS_URL unset; using an in-memory cache"
+                );
+                cache
+            }
+            Ok(cache) => {
+                tracing::info!(backend = cache.backend_name(), "no cache installed; started one from the environment");
+                cache
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot start the cache from the environment; using an in-memory cache");
+                Cache::memory()
+            }
+        }
     })
 }
 

@@ -52,7 +52,9 @@
 mod backend;
 mod cache;
 mod call;
+mod circuit;
 mod codec;
+mod config;
 pub mod entry;
 mod error;
 mod flight;
@@ -61,11 +63,16 @@ mod key;
 mod site;
 mod stats;
 
+#[cfg(feature = "redis")]
+pub use backend::RedisBackend;
 pub use backend::{Backend, Lookup, MemoryBackend, MemoryBackendBuilder, PutCondition, PutOutcome};
 pub use cache::{Cache, CacheBuilder, DEFAULT_PREFIX, DEFAULT_TTL, Health};
+pub use circuit::CircuitConfig;
 #[cfg(feature = "postcard")]
 pub use codec::Postcard;
 pub use codec::{Bincode, Codec, CodecKind};
+#[cfg(feature = "redis")]
+pub use config::{DEFAULT_REDIS_URL, RedisConfig};
 pub use error::{Error, Result};
 pub use global::{current, global, install};
 pub use key::{CacheKey, INLINE_ARGS_MAX, Namespace, SHARDS};

@@ -17,8 +17,12 @@ use crate::error::Result;
 use crate::key::CacheKey;
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use memory::{MemoryBackend, MemoryBackendBuilder};
+#[cfg(feature = "redis")]
+pub use redis::RedisBackend;
 
 /// What one read returns: the entry (if any) and the current generation of the
 /// entry's shard (if it has one), read together so that a hit costs one round
@@ -96,4 +100,10 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
+
+    /// Releases connections. Called by [`Cache::close`] after in-flight
+    /// writes finished. The default does nothing.
+    ///
+    /// [`Cache::close`]: crate::Cache::close
+    async fn close(&self) {}
 }

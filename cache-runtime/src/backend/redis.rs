@@ -1,0 +1,313 @@
+//! The Redis backend: one multiplexed connection per process through redis-rs'
+//! `ConnectionManager`, which pipelines concurrent requests from all tasks over
+//! it and reconnects with capped exponential backoff.
+//!
+//! Commands per operation:
+//!
+//! | operation | commands | round trips |
+//! | --- | --- | --- |
+//! | hit or miss lookup | `MGET entry gen` | 1 |
+//! | create a missing generation | `SET gen <random> NX GET EX <ttl>` | 1 |
+//! | store after a miss | `EVALSHA` of the conditional-store script | 1 |
+//! | invalidate one entry | `SET entry <tombstone> PX <ttl>` | 1 |
+//! | invalidate a namespace | 16 × `SET gen <random> EX <ttl>`, pipelined | 1 |
+//!
+//! Entry and generation share a hash tag, so each multi-key command stays in
+//! one slot and the layout works unchanged on Redis Cluster. No operation scans.
+
+use std::fmt;
+use std::sync::Arc;
+#[cfg(feature = "tls")]
+use std::sync::Once;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+
+use super::{Backend, Lookup, PutCondition, PutOutcome};
+use crate::config::RedisConfig;
+use crate::entry::{Generation, HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::key::CacheKey;
+
+const NAME: &str = "redis";
+
+/// How long a generation key lives after it was last created, bumped or used
+/// for a store. A lost generation only costs misses.
+const GENERATION_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The conditional store. Refuses (1) if the shard's generation is not the one
+/// the reader saw, (2) if the entry is not the one the reader saw (absent, or
+/// the same first bytes: header and stamp); otherwise stores with a TTL and
+/// keeps the generation alive.
+const PUT_SCRIPT: &str = r"
+local gen = redis.call('GET', KEYS[2])
+if gen ~= ARGV[1] then return 1 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[2] ~= '1' or redis.call('GETRANGE', KEYS[1], 0, tonumber(ARGV[6]) - 1) ~= ARGV[3] then
+    return 2
+  end
+elseif ARGV[2] == '1' then
+  return 2
+end
+redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+return 0
+";
+
+/// A Redis (or Valkey) backend.
+///
+/// Built from a [`RedisConfig`]. Connecting is lazy unless
+/// [`RedisConfig::fail_fast`] is set: a service starts while Redis is down and
+/// its cached calls run uncached until Redis answers.
+#[derive(Clone)]
+pub struct RedisBackend {
+    connection: ConnectionManager,
+    put_script: Arc<redis::Script>,
+    response_timeout: Duration,
+    description: String,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("url", &self.description)
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Creates the backend. With `fail_fast`, also connects and pings, and fails
+    /// if Redis does not answer within the connect timeout.
+    pub async fn connect(config: RedisConfig) -> Result<RedisBackend> {
+        let fail_fast = config.fail_fast;
+        let backend = RedisBackend::lazy(config)?;
+        if fail_fast {
+            backend.ping().await.map_err(|e| {
+                Error::Config(format!(
+                    "fail-fast is set and Redis at {} does not answer: {e}",
+                    backend.description
+                ))
+            })?;
+        }
+        Ok(backend)
+    }
+
+    /// Creates the backend without connecting; the first command connects.
+    /// Must be called inside a Tokio runtime.
+    pub fn lazy(config: RedisConfig) -> Result<RedisBackend> {
+        config.warn_if_unprotected();
+        #[cfg(feature = "tls")]
+        install_crypto_provider();
+        let description = config.redacted_url();
+        let client = config.client()?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_min_delay(config.backoff_base)
+            .set_exponent_base(2.0)
+            .set_max_delay(config.backoff_max)
+            .set_number_of_retries(config.reconnect_attempts());
+        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|e| Error::backend(NAME, redact(&e, &config)))?;
+        Ok(RedisBackend {
+            connection,
+            put_script: Arc::new(redis::Script::new(PUT_SCRIPT)),
+            response_timeout: config.response_timeout,
+            description,
+        })
+    }
+
+    /// Runs one request with the response timeout. The connection manager has
+    /// its own, but a request can also wait for a reconnect; this bounds the
+    /// whole wait, so a call never pays more than the response timeout.
+    async fn request<T: redis::FromRedisValue>(&self, cmd: impl RequestKind) -> Result<T> {
+        let mut connection = self.connection.clone();
+        let fut = async move { cmd.run(&mut connection).await };
+        match tokio::time::timeout(self.response_timeout, fut).await {
+            Ok(Ok(value)) => redis::from_redis_value(value).map_err(|e| Error::backend(NAME, e)),
+            Ok(Err(e)) => Err(Error::backend(NAME, e)),
+            Err(_) => Err(Error::backend(
+                NAME,
+                format!(
+                    "no answer within the response timeout ({:?})",
+                    self.response_timeout
+                ),
+            )),
+        }
+    }
+}
+
+/// A command or pipeline, run on the shared connection.
+trait RequestKind: Send + 'static {
+    fn run(
+        self,
+        connection: &mut ConnectionManager,
+    ) -> impl Future<Output = redis::RedisResult<redis::Value>> + Send;
+}
+
+impl RequestKind for redis::Cmd {
+    async fn run(self, connection: &mut ConnectionManager) -> redis::RedisResult<redis::Value> {
+        self.query_async(connection).await
+    }
+}
+
+impl RequestKind for redis::Pipeline {
+    async fn run(self, connection: &mut ConnectionManager) -> redis::RedisResult<redis::Value> {
+        self.query_async(connection).await
+    }
+}
+
+/// A script invocation: `EVALSHA`, falling back to `EVAL` once if Redis does
+/// not know the script (after a restart or `SCRIPT FLUSH`).
+struct ScriptCall(Arc<redis::Script>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+impl RequestKind for ScriptCall {
+    async fn run(self, connection: &mut ConnectionManager) -> redis::RedisResult<redis::Value> {
+        let ScriptCall(script, keys, args) = self;
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        invocation.invoke_async(connection).await
+    }
+}
+
+fn generation_key(shard: &str) -> String {
+    format!("{shard}:gen")
+}
+
+fn parse_generation(value: Option<Vec<u8>>) -> Option<Generation> {
+    let text = value?;
+    std::str::from_utf8(&text)
+        .ok()?
+        .parse()
+        .ok()
+        .map(Generation)
+}
+
+/// Error messages of redis-rs do not include passwords, but a URL in a parse
+/// error could: never pass one through unredacted.
+fn redact(error: &redis::RedisError, config: &RedisConfig) -> String {
+    let message = error.to_string();
+    match config.password() {
+        Some(password) if !password.is_empty() => message.replace(password, "***"),
+        _ => message,
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn get(&self, key: &CacheKey) -> Result<Lookup> {
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(key.as_str()).arg(generation_key(key.shard()));
+        let (entry, generation): (Option<Vec<u8>>, Option<Vec<u8>>) = self.request(cmd).await?;
+        Ok(Lookup {
+            entry: entry.map(Bytes::from),
+            generation: parse_generation(generation),
+        })
+    }
+
+    async fn generation(&self, shard: &str) -> Result<Generation> {
+        let fresh = Generation::random();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(generation_key(shard))
+            .arg(fresh.0)
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(GENERATION_TTL.as_secs());
+        let previous: Option<Vec<u8>> = self.request(cmd).await?;
+        Ok(match previous {
+            None => fresh,
+            Some(previous) => parse_generation(Some(previous)).ok_or_else(|| {
+                Error::backend(
+                    NAME,
+                    format!("the generation key of {shard} does not hold a number"),
+                )
+            })?,
+        })
+    }
+
+    async fn put(
+        &self,
+        key: &CacheKey,
+        entry: Bytes,
+        ttl: Duration,
+        condition: &PutCondition,
+    ) -> Result<PutOutcome> {
+        let (seen, identity) = match &condition.previous {
+            Some(previous) => (b"1".to_vec(), previous.to_vec()),
+            None => (b"0".to_vec(), Vec::new()),
+        };
+        let call = ScriptCall(
+            Arc::clone(&self.put_script),
+            vec![
+                key.as_str().into(),
+                generation_key(key.shard()).into_bytes(),
+            ],
+            vec![
+                condition.generation.0.to_string().into_bytes(),
+                seen,
+                identity,
+                entry.to_vec(),
+                ttl.as_millis().max(1).to_string().into_bytes(),
+                HEADER_LEN.to_string().into_bytes(),
+                GENERATION_TTL.as_secs().to_string().into_bytes(),
+            ],
+        );
+        let outcome: i64 = self.request(call).await?;
+        Ok(match outcome {
+            0 => PutOutcome::Stored,
+            1 => PutOutcome::GenerationChanged,
+            _ => PutOutcome::EntryChanged,
+        })
+    }
+
+    async fn set(&self, key: &CacheKey, entry: Bytes, ttl: Duration) -> Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key.as_str())
+            .arg(entry.as_ref())
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        self.request::<()>(cmd).await
+    }
+
+    async fn bump(&self, shards: &[String]) -> Result<()> {
+        let mut pipeline = redis::pipe();
+        for shard in shards {
+            pipeline
+                .cmd("SET")
+                .arg(generation_key(shard))
+                .arg(Generation::random().0)
+                .arg("EX")
+                .arg(GENERATION_TTL.as_secs())
+                .ignore();
+        }
+        self.request::<()>(pipeline).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.request::<()>(redis::cmd("PING")).await
+    }
+}
+
+/// rustls needs a process-wide crypto provider; install ring's once, unless the
+/// application already installed one.
+#[cfg(feature = "tls")]
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means one is already installed, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

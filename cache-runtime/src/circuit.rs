@@ -1,0 +1,191 @@
+//! A circuit breaker in front of the backend, so that a dead cache stops adding
+//! a timeout to every call.
+//!
+//! Closed: calls go to the backend; `threshold` consecutive failures open it.
+//! Open: calls skip the backend (and run uncached) until the open period ends.
+//! Half-open: one call probes the backend; success closes the circuit, failure
+//! opens it again for twice as long, up to the cap. The first open period is the
+//! base, so recovery follows the same capped exponential backoff as reconnects.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// When a circuit opens and how it backs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitConfig {
+    /// Consecutive failures that open the circuit. Default 5.
+    pub threshold: u32,
+    /// The first open period. Default 50 ms.
+    pub base: Duration,
+    /// The longest open period. Default 5 s.
+    pub cap: Duration,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            threshold: 5,
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Circuit {
+    config: CircuitConfig,
+    /// Fast path: false while closed, so a healthy call reads one atomic.
+    tripped: AtomicBool,
+    failures: AtomicU32,
+    state: Mutex<Tripped>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tripped {
+    /// When the next probe may go.
+    until: Instant,
+    /// The current open period.
+    period: Duration,
+    /// A probe is in flight.
+    probing: bool,
+}
+
+/// What a transition means for the logs.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Transition {
+    None,
+    Opened(Duration),
+    Closed,
+}
+
+impl Circuit {
+    pub(crate) fn new(config: CircuitConfig) -> Self {
+        Circuit {
+            config,
+            tripped: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            state: Mutex::new(Tripped {
+                until: Instant::now(),
+                period: config.base,
+                probing: false,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Tripped> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a call may use the backend now.
+    pub(crate) fn allow(&self) -> bool {
+        if !self.tripped.load(Relaxed) {
+            return true;
+        }
+        let mut state = self.state();
+        if state.probing || Instant::now() < state.until {
+            return false;
+        }
+        state.probing = true;
+        true
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.tripped.load(Relaxed)
+    }
+
+    pub(crate) fn success(&self) -> Transition {
+        if !self.tripped.load(Relaxed) {
+            if self.failures.load(Relaxed) != 0 {
+                self.failures.store(0, Relaxed);
+            }
+            return Transition::None;
+        }
+        let mut state = self.state();
+        state.probing = false;
+        state.period = self.config.base;
+        self.failures.store(0, Relaxed);
+        if self.tripped.swap(false, Relaxed) {
+            Transition::Closed
+        } else {
+            Transition::None
+        }
+    }
+
+    pub(crate) fn failure(&self) -> Transition {
+        if !self.tripped.load(Relaxed) {
+            let failures = self.failures.fetch_add(1, Relaxed) + 1;
+            if failures < self.config.threshold {
+                return Transition::None;
+            }
+            let mut state = self.state();
+            if self.tripped.swap(true, Relaxed) {
+                return Transition::None; // another caller opened it
+            }
+            state.period = self.config.base;
+            state.until = Instant::now() + state.period;
+            state.probing = false;
+            return Transition::Opened(state.period);
+        }
+        let mut state = self.state();
+        if !state.probing {
+            // A call that was let through before the circuit opened.
+            return Transition::None;
+        }
+        state.probing = false;
+        state.period = (state.period * 2).min(self.config.cap);
+        state.until = Instant::now() + state.period;
+        Transition::Opened(state.period)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn circuit(threshold: u32, base_ms: u64, cap_ms: u64) -> Circuit {
+        Circuit::new(CircuitConfig {
+            threshold,
+            base: Duration::from_millis(base_ms),
+            cap: Duration::from_millis(cap_ms),
+        })
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_only() {
+        let c = circuit(3, 10_000, 10_000);
+        assert_eq!(c.failure(), Transition::None);
+        assert_eq!(c.failure(), Transition::None);
+        c.success();
+        assert_eq!(c.failure(), Transition::None);
+        assert_eq!(c.failure(), Transition::None);
+        assert!(c.allow());
+        assert_eq!(c.failure(), Transition::Opened(Duration::from_secs(10)));
+        assert!(!c.allow());
+        assert!(c.is_open());
+    }
+
+    #[test]
+    fn half_open_probe_closes_or_backs_off() {
+        let c = circuit(1, 1, 4);
+        assert_eq!(c.failure(), Transition::Opened(Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(c.allow(), "the probe goes");
+        assert!(!c.allow(), "one probe at a time");
+        assert_eq!(c.failure(), Transition::Opened(Duration::from_millis(2)));
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(c.allow());
+        assert_eq!(c.failure(), Transition::Opened(Duration::from_millis(4)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(c.allow());
+        assert_eq!(
+            c.failure(),
+            Transition::Opened(Duration::from_millis(4)),
+            "capped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(c.allow());
+        assert_eq!(c.success(), Transition::Closed);
+        assert!(c.allow() && c.allow());
+    }
+}

@@ -1,0 +1,411 @@
+//! Configuration from code and from the environment.
+//!
+//! Precedence: explicit code first, then the environment, then defaults.
+//! [`CacheBuilder::from_env`](crate::CacheBuilder::from_env) starts a builder
+//! from the environment; every setter called on it afterwards wins.
+//!
+//! | variable | meaning | default |
+//! | --- | --- | --- |
+//! | `REDIS_URL` | use Redis at this URL | unset: in-memory |
+//! | `CACHE_BACKEND` | `memory` or `redis` | `redis` if `REDIS_URL` is set |
+//! | `CACHE_PREFIX` | key prefix | `cache` |
+//! | `CACHE_DEFAULT_TTL` | TTL of functions without one (`300`, `5m`) | 5 minutes |
+//! | `CACHE_CONNECT_TIMEOUT` | Redis connect timeout (`1s`) | 1 s |
+//! | `CACHE_RESPONSE_TIMEOUT` | Redis response timeout (`250ms`) | 250 ms |
+//! | `CACHE_BACKOFF_BASE` | first reconnect / circuit delay | 50 ms |
+//! | `CACHE_BACKOFF_MAX` | longest reconnect / circuit delay | 5 s |
+//! | `CACHE_FAIL_FAST` | `true`: startup fails if Redis is unreachable | `false` |
+
+#[cfg(feature = "redis")]
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The default Redis URL.
+#[cfg(feature = "redis")]
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// Reads one variable; unset and empty are the same.
+pub(crate) fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A duration from the environment: `250ms`, `1s`, `1m30s`.
+pub(crate) fn duration_var(name: &str) -> Result<Option<Duration>> {
+    let Some(text) = var(name) else {
+        return Ok(None);
+    };
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|e| {
+            Error::Config(format!(
+                "{name}={text:?} is not a duration ({e}); write it with a unit, like \"250ms\" or \"2s\""
+            ))
+        })
+}
+
+/// A TTL from the environment: seconds (`300`) or a duration (`5m`).
+pub(crate) fn ttl_var(name: &str) -> Result<Option<Duration>> {
+    match var(name) {
+        Some(text) if text.trim().bytes().all(|b| b.is_ascii_digit()) => text
+            .trim()
+            .parse()
+            .map(|secs| Some(Duration::from_secs(secs)))
+            .map_err(|_| Error::Config(format!("{name}={text:?} is too large"))),
+        _ => duration_var(name),
+    }
+}
+
+#[cfg(feature = "redis")]
+pub(crate) fn bool_var(name: &str) -> Result<Option<bool>> {
+    let Some(text) = var(name) else {
+        return Ok(None);
+    };
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(Some(true)),
+        "0" | "false" | "no" | "off" => Ok(Some(false)),
+        _ => Err(Error::Config(format!(
+            "{name}={text:?} is not a boolean; use true or false"
+        ))),
+    }
+}
+
+#[cfg(feature = "redis")]
+/// How to reach Redis. Checked when built; never shows its password.
+#[derive(Clone)]
+pub struct RedisConfig {
+    url: url::Url,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) fail_fast: bool,
+    tls_root_cert: Option<Vec<u8>>,
+}
+
+#[cfg(feature = "redis")]
+impl RedisConfig {
+    /// Checks a URL: `redis://[user[:password]@]host[:port][/db]`, `rediss://`
+    /// (TLS, with the `tls` feature) or `unix:///path/to/socket[?db=N]`.
+    pub fn new(url: &str) -> Result<RedisConfig> {
+        let url = parse_url(url)?;
+        Ok(RedisConfig {
+            url,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_millis(250),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            fail_fast: false,
+            tls_root_cert: None,
+        })
+    }
+
+    /// `REDIS_URL` (default `redis://127.0.0.1:6379/0`) and the `CACHE_*`
+    /// timeouts, backoff and fail-fast variables.
+    pub fn from_env() -> Result<RedisConfig> {
+        let url = var("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+        let mut config = RedisConfig::new(&url)?;
+        if let Some(d) = duration_var("CACHE_CONNECT_TIMEOUT")? {
+            config = config.connect_timeout(d);
+        }
+        if let Some(d) = duration_var("CACHE_RESPONSE_TIMEOUT")? {
+            config = config.response_timeout(d);
+        }
+        let base = duration_var("CACHE_BACKOFF_BASE")?.unwrap_or(config.backoff_base);
+        let max = duration_var("CACHE_BACKOFF_MAX")?.unwrap_or(config.backoff_max);
+        config = config.backoff(base, max);
+        if let Some(fail_fast) = bool_var("CACHE_FAIL_FAST")? {
+            config = config.fail_fast(fail_fast);
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// How long to wait for a connection. Default 1 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a call waits for Redis before running uncached. Default 250 ms.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Reconnect delays: `base`, doubling, capped at `max`. Defaults 50 ms and
+    /// 5 s. The cache's circuit breaker probes on the same schedule.
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_max = max;
+        self
+    }
+
+    /// Fail at startup ([`CacheBuilder::connect`](crate::CacheBuilder::connect))
+    /// if Redis does not answer. Default false: start and run uncached.
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.fail_fast = fail_fast;
+        self
+    }
+
+    /// Trusts this CA certificate (PEM) for `rediss://`, instead of the
+    /// system's roots. For private CAs and self-signed certificates.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
+        self
+    }
+
+    /// The URL with its password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        url.to_string()
+    }
+
+    /// The response timeout.
+    pub fn response_timeout_value(&self) -> Duration {
+        self.response_timeout
+    }
+
+    pub(crate) fn password(&self) -> Option<&str> {
+        self.url.password()
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        for (name, d) in [
+            ("connect timeout", self.connect_timeout),
+            ("response timeout", self.response_timeout),
+            ("backoff base", self.backoff_base),
+        ] {
+            if d.is_zero() {
+                return Err(Error::Config(format!(
+                    "the Redis {name} must be greater than zero"
+                )));
+            }
+        }
+        if self.backoff_max < self.backoff_base {
+            return Err(Error::Config(format!(
+                "the Redis backoff cap ({:?}) is below its base ({:?})",
+                self.backoff_max, self.backoff_base
+            )));
+        }
+        Ok(())
+    }
+
+    /// Retries needed for the backoff to reach its cap, and a few more.
+    pub(crate) fn reconnect_attempts(&self) -> usize {
+        let ratio = self.backoff_max.as_secs_f64() / self.backoff_base.as_secs_f64().max(1e-9);
+        (ratio.log2().ceil().max(0.0) as usize) + 4
+    }
+
+    pub(crate) fn client(&self) -> Result<redis::Client> {
+        self.check()?;
+        let mut info =
+            redis::IntoConnectionInfo::into_connection_info(self.url.as_str()).map_err(|e| {
+                Error::Config(format!("invalid Redis URL {}: {e}", self.redacted_url()))
+            })?;
+        info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = match &self.tls_root_cert {
+            #[cfg(feature = "tls")]
+            Some(root) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root.clone()),
+                },
+            ),
+            _ => redis::Client::open(info),
+        };
+        client.map_err(|e| Error::Config(format!("invalid Redis URL {}: {e}", self.redacted_url())))
+    }
+
+    /// Warns once per process when connecting without a password while the
+    /// environment says production.
+    pub(crate) fn warn_if_unprotected(&self) {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        let production = ["APP_ENV", "ENVIRONMENT", "RUST_ENV", "ENV"]
+            .iter()
+            .filter_map(|name| var(name).map(|v| (name, v)))
+            .find(|(_, v)| matches!(v.to_ascii_lowercase().as_str(), "production" | "prod"));
+        if let Some((name, value)) = production
+            && self.url.password().is_none()
+            && self.url.scheme() != "unix"
+        {
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    url = %self.redacted_url(),
+                    "{name}={value} but Redis is used without a password; set one in REDIS_URL (redis://:password@host)"
+                );
+            });
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_max", &self.backoff_max)
+            .field("fail_fast", &self.fail_fast)
+            .field("tls_root_cert", &self.tls_root_cert.as_ref().map(|_| "set"))
+            .finish()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl fmt::Display for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted_url())
+    }
+}
+
+#[cfg(feature = "redis")]
+/// Replaces the password of something that looks like a URL, for messages
+/// about input that did not parse.
+fn redact_input(input: &str) -> String {
+    let Some(scheme_end) = input.find("://") else {
+        return input.to_owned();
+    };
+    let rest = &input[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return input.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &input[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => input.to_owned(),
+    }
+}
+
+#[cfg(feature = "redis")]
+fn parse_url(input: &str) -> Result<url::Url> {
+    let shown = redact_input(input.trim());
+    let invalid = |reason: String| Error::Config(format!("invalid Redis URL `{shown}`: {reason}"));
+    let url = url::Url::parse(input.trim()).map_err(|e| invalid(e.to_string()))?;
+    match url.scheme() {
+        "redis" => {}
+        "rediss" => {
+            if cfg!(not(feature = "tls")) {
+                return Err(invalid(
+                    "rediss:// (TLS) needs the `tls` feature of cache-runtime".to_owned(),
+                ));
+            }
+        }
+        "unix" | "redis+unix" => {
+            if url.path().is_empty() || url.path() == "/" {
+                return Err(invalid(
+                    "a unix:// URL needs the socket's path, as in unix:///run/redis.sock"
+                        .to_owned(),
+                ));
+            }
+            if let Some((_, db)) = url.query_pairs().find(|(k, _)| k == "db") {
+                check_db(&db).map_err(invalid)?;
+            }
+            return Ok(url);
+        }
+        other => {
+            return Err(invalid(format!(
+                "unsupported scheme `{other}`; use redis://, rediss:// (TLS) or unix://"
+            )));
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(
+            "no host; write it as redis://host:6379/0".to_owned(),
+        ));
+    }
+    let db = url.path().trim_start_matches('/');
+    if !db.is_empty() {
+        check_db(db).map_err(invalid)?;
+    }
+    Ok(url)
+}
+
+#[cfg(feature = "redis")]
+fn check_db(db: &str) -> std::result::Result<(), String> {
+    match db.parse::<u32>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "the database must be a number, as in /0 or /1, not `{db}`"
+        )),
+    }
+}
+
+#[cfg(feature = "redis")]
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_usual_urls() {
+        for url in [
+            "redis://127.0.0.1:6379/0",
+            "redis://localhost",
+            "redis://:secret@cache.internal:6380/2",
+            "redis://app:secret@cache.internal/1",
+            "unix:///run/redis.sock",
+            "unix:///run/redis.sock?db=3",
+        ] {
+            RedisConfig::new(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_a_reason() {
+        for (url, reason) in [
+            ("http://localhost", "unsupported scheme `http`"),
+            ("redis://localhost/abc", "database must be a number"),
+            ("redis://localhost:notaport", "invalid port"),
+            ("not a url", "relative URL"),
+            ("unix://", "socket's path"),
+            ("redis:///0", "no host"),
+        ] {
+            let err = RedisConfig::new(url).unwrap_err().to_string();
+            assert!(err.contains(reason), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let config = RedisConfig::new("redis://app:hunter2@cache.internal:6380/1").unwrap();
+        for shown in [
+            format!("{config:?}"),
+            config.to_string(),
+            config.redacted_url(),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+        let err = RedisConfig::new("redis://app:hunter2@cache.internal:xx/1").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    }
+
+    #[test]
+    fn backoff_is_checked() {
+        let config = RedisConfig::new("redis://localhost")
+            .unwrap()
+            .backoff(Duration::from_secs(2), Duration::from_secs(1));
+        assert!(
+            config
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("below its base")
+        );
+    }
+}
