@@ -1,0 +1,54 @@
+//! A second process for the cross-process tests: it shares a Redis with the
+//! test and reads, or invalidates, the same cached function.
+//!
+//! ```text
+//! cache_peer <redis-url> get <id> <db-value>   prints "<value> <ran|hit>"
+//! cache_peer <redis-url> invalidate <id>
+//! cache_peer <redis-url> invalidate-namespace
+//! ```
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cache_runtime::{Cache, RedisConfig, cached};
+
+static DB_VALUE: OnceLock<String> = OnceLock::new();
+static RAN: AtomicBool = AtomicBool::new(false);
+
+/// The function both processes cache. Its "database" is the command line.
+#[cached(namespace = "peer", ttl = 60)]
+pub async fn lookup(id: u64) -> String {
+    RAN.store(true, Ordering::SeqCst);
+    format!("{id}={}", DB_VALUE.get().map_or("", String::as_str))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, command, rest @ ..] = args.as_slice() else {
+        return Err("usage: cache_peer <redis-url> get|invalidate|invalidate-namespace ...".into());
+    };
+    let cache = Cache::builder()
+        .redis(RedisConfig::new(url)?.fail_fast(true))
+        .connect()
+        .await?;
+    cache_runtime::install(cache).map_err(|_| "a cache was already installed")?;
+    match (command.as_str(), rest) {
+        ("get", [id, db_value]) => {
+            DB_VALUE.set(db_value.clone()).expect("set once");
+            let value = lookup(id.parse()?).await;
+            let ran = if RAN.load(Ordering::SeqCst) {
+                "ran"
+            } else {
+                "hit"
+            };
+            println!("{value} {ran}");
+        }
+        ("invalidate", [id]) => lookup_invalidate(&id.parse()?).await?,
+        ("invalidate-namespace", []) => {
+            cache_runtime::invalidate_namespace(LOOKUP_NAMESPACE).await?
+        }
+        _ => return Err(format!("unknown command {command} {rest:?}").into()),
+    }
+    Ok(())
+}
