@@ -446,3 +446,23 @@ async fn close_waits_for_stores_then_runs_uncached() {
     );
     assert!(!cache.health().await.healthy);
 }
+
+#[tokio::test]
+async fn tls_with_a_self_signed_certificate() {
+    let (server, cert) = RedisServer::start_tls();
+    let url = format!("rediss://localhost:{}/0", server.port());
+    let cache = Cache::builder()
+        .redis(RedisConfig::new(&url).unwrap().tls_root_cert(cert))
+        .build()
+        .unwrap();
+    let runs = ITEM_RUNS.load(SeqCst);
+    cache.scope(get_item(13)).await.unwrap();
+    cache.scope(get_item(13)).await.unwrap();
+    assert_eq!(ITEM_RUNS.load(SeqCst), runs + 1, "no hit over TLS");
+    assert!(cache.health().await.healthy);
+
+    // Without trusting the certificate, the connection is refused: uncached.
+    let untrusted = cache_at(&url);
+    assert_eq!(untrusted.scope(get_item(13)).await, Ok(item(13)));
+    assert!(!untrusted.health().await.healthy);
+}

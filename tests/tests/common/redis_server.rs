@@ -15,6 +15,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     extra: Vec<String>,
     frozen: bool,
+    /// Certificate and key: serve TLS only, on `port`.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl RedisServer {
@@ -31,6 +33,7 @@ impl RedisServer {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             frozen: false,
+            tls: None,
         };
         // A free port can be taken between probing and binding: retry.
         for _ in 0..5 {
@@ -41,6 +44,86 @@ impl RedisServer {
         }
         panic!(
             "redis-server did not start; see {}",
+            server.log_path().display()
+        );
+    }
+
+    /// Starts a server that speaks TLS only, with a certificate for
+    /// `localhost` signed by a throwaway CA made with `openssl`. Returns the
+    /// server and the CA certificate (PEM) to trust.
+    pub fn start_tls() -> (RedisServer, Vec<u8>) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let (ca, ca_key, csr) = (path("ca.pem"), path("ca.key"), path("server.csr"));
+        let (cert, key, ext) = (path("server.pem"), path("server.key"), path("server.ext"));
+        std::fs::write(
+            &ext,
+            "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ]);
+        let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
+        let ca = PathBuf::from(ca);
+        let pem = std::fs::read(&ca).expect("the CA certificate");
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            extra: Vec::new(),
+            frozen: false,
+            tls: Some((cert, key)),
+        };
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return (server, pem);
+            }
+        }
+        panic!(
+            "redis-server did not start with TLS; see {}",
             server.log_path().display()
         );
     }
@@ -68,8 +151,19 @@ impl RedisServer {
     /// Starts the process on `self.port`; false if it did not come up.
     fn spawn(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
+        match &self.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(cert)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--dir", &self.dir.path().display().to_string()])
@@ -172,6 +266,23 @@ fn signal(child: &Child, sig: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill -{sig} failed");
+}
+
+fn openssl(args: &[&str]) {
+    match Command::new("openssl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(status) => assert!(status.success(), "openssl {args:?} failed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!(
+                "openssl was not found on PATH; the TLS test needs it: `sudo apt-get install openssl`"
+            )
+        }
+        Err(e) => panic!("cannot run openssl: {e}"),
+    }
 }
 
 fn free_port() -> u16 {
