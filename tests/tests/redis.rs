@@ -466,3 +466,67 @@ async fn tls_with_a_self_signed_certificate() {
     assert_eq!(untrusted.scope(get_item(13)).await, Ok(item(13)));
     assert!(!untrusted.health().await.healthy);
 }
+
+/// Runs `cache_peer` with exactly these environment variables.
+fn peer_with_env(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cache_peer"));
+    cmd.args(args).env_clear();
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let out = cmd.output().expect("cache_peer runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn configuration_precedence_is_code_then_environment_then_defaults() {
+    let (defaults, _) = peer_with_env(&["-", "env"], &[]);
+    assert!(defaults.contains("MemoryBackend"), "{defaults}");
+    assert!(defaults.contains("prefix: \"cache\""), "{defaults}");
+    assert!(defaults.contains("default_ttl: 300s"), "{defaults}");
+
+    let env = [
+        ("REDIS_URL", "redis://:pw-in-env@127.0.0.1:1/3"),
+        ("CACHE_PREFIX", "from-env"),
+        ("CACHE_DEFAULT_TTL", "90s"),
+        ("CACHE_RESPONSE_TIMEOUT", "75ms"),
+    ];
+    let (from_env, _) = peer_with_env(&["-", "env"], &env);
+    assert!(from_env.contains("RedisBackend"), "{from_env}");
+    assert!(
+        from_env.contains("redis://:***@127.0.0.1:1/3"),
+        "{from_env}"
+    );
+    assert!(!from_env.contains("pw-in-env"), "{from_env}");
+    assert!(from_env.contains("prefix: \"from-env\""), "{from_env}");
+    assert!(from_env.contains("default_ttl: 90s"), "{from_env}");
+    assert!(from_env.contains("response_timeout: 75ms"), "{from_env}");
+
+    let (from_code, _) = peer_with_env(&["-", "env", "from-code"], &env);
+    assert!(from_code.contains("prefix: \"from-code\""), "{from_code}");
+
+    let bad = [
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("CACHE_RESPONSE_TIMEOUT", "fast"),
+    ];
+    let (out, err) = peer_with_env(&["-", "env"], &bad);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("CACHE_RESPONSE_TIMEOUT=") && err.contains("is not a duration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn production_without_a_password_warns_once() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (out, err) = peer_with_env(&[&url, "get", "1", "x"], &[("APP_ENV", "production")]);
+    assert!(out.contains("1=x"), "{out} {err}");
+    assert_eq!(err.matches("without a password").count(), 1, "{err}");
+    let (_, err) = peer_with_env(&[&url, "get", "1", "x"], &[("APP_ENV", "staging")]);
+    assert!(!err.contains("without a password"), "{err}");
+}

@@ -5,12 +5,15 @@
 //! cache_peer <redis-url> get <id> <db-value>   prints "<value> <ran|hit>"
 //! cache_peer <redis-url> invalidate <id>
 //! cache_peer <redis-url> invalidate-namespace
+//! cache_peer - env [<prefix set in code>]      prints the cache built from the environment
 //! ```
+//!
+//! Logs (warnings and up) go to stderr.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cache_runtime::{Cache, RedisConfig, cached};
+use cache_runtime::{Cache, CacheBuilder, RedisConfig, cached};
 
 static DB_VALUE: OnceLock<String> = OnceLock::new();
 static RAN: AtomicBool = AtomicBool::new(false);
@@ -24,10 +27,24 @@ pub async fn lookup(id: u64) -> String {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, command, rest @ ..] = args.as_slice() else {
-        return Err("usage: cache_peer <redis-url> get|invalidate|invalidate-namespace ...".into());
+        return Err(
+            "usage: cache_peer <redis-url> get|invalidate|invalidate-namespace|env ...".into(),
+        );
     };
+    if command == "env" {
+        let mut builder = CacheBuilder::from_env()?;
+        if let [prefix] = rest {
+            builder = builder.prefix(prefix.clone());
+        }
+        println!("{:?}", builder.build()?);
+        return Ok(());
+    }
     let cache = Cache::builder()
         .redis(RedisConfig::new(url)?.fail_fast(true))
         .connect()
