@@ -1,8 +1,9 @@
 //! Never a wrong value (G1) and injective keys (G2): entries written by another
 //! type, schema or codec, broken entries, and a property test over keys.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,11 +28,11 @@ struct Profile {
     email: String,
 }
 
-static PROFILE_RUNS: AtomicU32 = AtomicU32::new(0);
+static PROFILE_RUNS: std::sync::LazyLock<common::Runs> = std::sync::LazyLock::new(Default::default);
 
 #[cached(namespace = "profiles")]
 async fn get_profile(id: u64) -> Profile {
-    PROFILE_RUNS.fetch_add(1, SeqCst);
+    PROFILE_RUNS.record(id);
     Profile {
         id,
         email: format!("{id}@example.com"),
@@ -87,16 +88,16 @@ async fn an_entry_of_an_older_schema_is_a_miss_then_replaced() {
         id: 7,
         email: "7@example.com".into(),
     };
-    let runs = PROFILE_RUNS.load(SeqCst);
+    let runs = PROFILE_RUNS.of(7);
     assert_eq!(
         cache.scope(get_profile(7)).await,
         expected,
         "decoded another schema"
     );
-    assert_eq!(PROFILE_RUNS.load(SeqCst), runs + 1);
+    assert_eq!(PROFILE_RUNS.of(7), runs + 1);
     // Repaired: the next call is a hit on the new schema.
     assert_eq!(cache.scope(get_profile(7)).await, expected);
-    assert_eq!(PROFILE_RUNS.load(SeqCst), runs + 1);
+    assert_eq!(PROFILE_RUNS.of(7), runs + 1);
     let stats = cache.stats().namespace("profiles");
     assert_eq!((stats.hits, stats.misses, stats.errors), (1, 1, 0));
 }
@@ -126,16 +127,16 @@ async fn a_garbage_entry_is_a_miss_then_repaired() {
                 Duration::from_secs(60),
             )
             .await;
-        let runs = PROFILE_RUNS.load(SeqCst);
+        let runs = PROFILE_RUNS.of(8);
         assert_eq!(cache.scope(get_profile(8)).await, expected);
         assert_eq!(
-            PROFILE_RUNS.load(SeqCst),
+            PROFILE_RUNS.of(8),
             runs + 1,
             "garbage {garbage:?} was a hit"
         );
         assert_eq!(cache.scope(get_profile(8)).await, expected);
         assert_eq!(
-            PROFILE_RUNS.load(SeqCst),
+            PROFILE_RUNS.of(8),
             runs + 1,
             "garbage {garbage:?} was not repaired"
         );
@@ -157,20 +158,16 @@ async fn an_entry_of_another_codec_is_a_miss() {
         .build()
         .unwrap();
     let expected = get_profile_uncached(9);
-    let runs = PROFILE_RUNS.load(SeqCst);
+    let runs = PROFILE_RUNS.of(9);
     assert_eq!(bincode.scope(get_profile(9)).await, expected);
     assert_eq!(postcard.scope(get_profile(9)).await, expected);
     assert_eq!(
-        PROFILE_RUNS.load(SeqCst),
+        PROFILE_RUNS.of(9),
         runs + 2,
         "postcard read a bincode entry"
     );
     assert_eq!(postcard.scope(get_profile(9)).await, expected);
-    assert_eq!(
-        PROFILE_RUNS.load(SeqCst),
-        runs + 2,
-        "postcard did not cache"
-    );
+    assert_eq!(PROFILE_RUNS.of(9), runs + 2, "postcard did not cache");
 }
 
 fn get_profile_uncached(id: u64) -> Profile {
@@ -275,11 +272,8 @@ proptest! {
     }
 }
 
-static ECHO_RUNS: AtomicU32 = AtomicU32::new(0);
-
 #[cached(namespace = "echo")]
 async fn echo(a: String, b: Vec<String>) -> (String, Vec<String>) {
-    ECHO_RUNS.fetch_add(1, SeqCst);
     (a, b)
 }
 

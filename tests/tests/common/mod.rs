@@ -16,6 +16,21 @@ use cache_runtime::{
     Backend, CacheKey, Error, Lookup, MemoryBackend, PutCondition, PutOutcome, Result,
 };
 
+/// Body runs counted per argument, so tests running in parallel on one cached
+/// function (each with its own arguments) do not see each other's runs.
+#[derive(Default)]
+pub struct Runs(std::sync::Mutex<std::collections::HashMap<u64, u32>>);
+
+impl Runs {
+    pub fn record(&self, id: u64) {
+        *self.0.lock().unwrap().entry(id).or_default() += 1;
+    }
+
+    pub fn of(&self, id: u64) -> u32 {
+        self.0.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+}
+
 /// A memory backend that can be switched to failing every operation, to play
 /// a cache that goes down and comes back.
 #[derive(Debug, Default)]
