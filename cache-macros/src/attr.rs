@@ -164,15 +164,14 @@ fn value_lit(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Option<Li
     if !meta.input.peek(Token![=]) {
         return Err(meta.error(format!("expected a value, as in `{example}`")));
     }
-    let value = meta.value()?;
-    if value.peek(Lit) {
-        return value.parse().map(Some);
+    let expr: syn::Expr = meta.value()?.parse()?;
+    match expr {
+        syn::Expr::Lit(lit) if lit.attrs.is_empty() => Ok(Some(lit.lit)),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("expected a literal, as in `{example}`; attribute options cannot be computed"),
+        )),
     }
-    let expr: syn::Expr = value.parse()?;
-    Err(syn::Error::new_spanned(
-        expr,
-        format!("expected a literal, as in `{example}`; attribute options cannot be computed"),
-    ))
 }
 
 /// `ttl = 60` or `ttl = "10m"`.

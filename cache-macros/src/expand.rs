@@ -125,6 +125,7 @@ fn wrapper(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
             __cache_body,
             #krate::__private::Shape::#shape,
         )
+        .await
     };
     quote! {
         #(#attrs)*
@@ -142,7 +143,7 @@ fn wrapper(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
                 }
                 #block
             };
-            #call.await
+            #call
         }
     }
 }
@@ -159,10 +160,11 @@ fn invalidate_companion(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStrea
     let params = spec.key_args.iter().map(|arg| {
         let ident = &arg.ident;
         let ty = &arg.ty;
-        if arg.by_ref {
-            quote!(#ident: #ty)
-        } else {
-            quote!(#ident: &#ty)
+        match ty {
+            _ if arg.by_ref => quote!(#ident: #ty),
+            // `&impl A + B` would be ambiguous.
+            syn::Type::ImplTrait(_) | syn::Type::TraitObject(_) => quote!(#ident: &(#ty)),
+            _ => quote!(#ident: &#ty),
         }
     });
     let doc = format!(

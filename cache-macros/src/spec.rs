@@ -61,7 +61,8 @@ impl Spec {
                 "#[cached] cannot be used on a `const fn`: cached results live in a runtime cache; remove `const`",
             ));
         }
-        if sig.asyncness.is_none() {
+        // A `const fn` is never async either; one error says it all.
+        if sig.asyncness.is_none() && sig.constness.is_none() {
             errors.push(syn::Error::new(
                 sig.fn_token.span(),
                 "#[cached] only supports `async fn`: make the function async (`async fn`), \
