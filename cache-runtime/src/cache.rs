@@ -330,11 +330,11 @@ impl CacheBuilder {
                     .to_owned(),
             ));
         }
-        if let (Some(base), Some(cap)) = (
-            config::duration_var("CACHE_BACKOFF_BASE")?,
-            config::duration_var("CACHE_BACKOFF_MAX")?,
-        ) {
+        // The circuit breaker probes on the reconnect schedule.
+        if let Some(base) = config::duration_var("CACHE_BACKOFF_BASE")? {
             builder.circuit.base = base;
+        }
+        if let Some(cap) = config::duration_var("CACHE_BACKOFF_MAX")? {
             builder.circuit.cap = cap;
         }
         Ok(builder)

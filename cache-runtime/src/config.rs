@@ -1,20 +1,7 @@
 //! Configuration from code and from the environment.
 //!
-//! Precedence: explicit code first, then the environment, then defaults.
-//! [`CacheBuilder::from_env`](crate::CacheBuilder::from_env) starts a builder
-//! from the environment; every setter called on it afterwards wins.
-//!
-//! | variable | meaning | default |
-//! | --- | --- | --- |
-//! | `REDIS_URL` | use Redis at this URL | unset: in-memory |
-//! | `CACHE_BACKEND` | `memory` or `redis` | `redis` if `REDIS_URL` is set |
-//! | `CACHE_PREFIX` | key prefix | `cache` |
-//! | `CACHE_DEFAULT_TTL` | TTL of functions without one (`300`, `5m`) | 5 minutes |
-//! | `CACHE_CONNECT_TIMEOUT` | Redis connect timeout (`1s`) | 1 s |
-//! | `CACHE_RESPONSE_TIMEOUT` | Redis response timeout (`250ms`) | 250 ms |
-//! | `CACHE_BACKOFF_BASE` | first reconnect / circuit delay | 50 ms |
-//! | `CACHE_BACKOFF_MAX` | longest reconnect / circuit delay | 5 s |
-//! | `CACHE_FAIL_FAST` | `true`: startup fails if Redis is unreachable | `false` |
+//! The variables and their precedence are listed in the crate docs'
+//! "Configuration" section.
 
 #[cfg(feature = "redis")]
 use std::fmt;

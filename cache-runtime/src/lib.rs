@@ -46,6 +46,53 @@
 //! With nothing configured, an in-memory cache serves. Install another one at
 //! startup with [`Cache::builder`]; run a test under its own cache with
 //! [`Cache::scope`]. See the [`global`] function for the lookup order.
+//!
+//! # Redis
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use cache_runtime::{Cache, RedisConfig};
+//!
+//! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = Cache::builder()
+//!     .redis(RedisConfig::new("redis://:password@cache.internal:6379/0")?
+//!         .response_timeout(Duration::from_millis(100)))
+//!     .prefix("myapp")
+//!     .connect() // lazy: the service starts even if Redis is down
+//!     .await?;
+//! cache_runtime::install(cache.clone()).expect("installed once, at startup");
+//!
+//! // In a health endpoint: 200 if healthy, 503 otherwise.
+//! let health = cache_runtime::health().await;
+//! # let _ = health;
+//! // On shutdown, after the server stopped taking requests:
+//! cache.close(Duration::from_secs(5)).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A hit is one round trip (`MGET` of the entry and its shard's generation).
+//! When Redis fails, calls run uncached and pay at most the response timeout;
+//! after 5 consecutive failures a circuit breaker stops asking Redis until a
+//! probe (50 ms, doubling to 5 s) finds it back.
+//!
+//! # Configuration
+//!
+//! Precedence: explicit code first, then the environment, then defaults.
+//! [`CacheBuilder::from_env`](crate::CacheBuilder::from_env) starts a builder
+//! from the environment; every setter called on it afterwards wins.
+//!
+//! | variable | meaning | default |
+//! | --- | --- | --- |
+//! | `REDIS_URL` | use Redis at this URL | unset: in-memory |
+//! | `CACHE_BACKEND` | `memory` or `redis` | `redis` if `REDIS_URL` is set |
+//! | `CACHE_PREFIX` | key prefix | `cache` |
+//! | `CACHE_DEFAULT_TTL` | TTL of functions without one (`300`, `5m`) | 5 minutes |
+//! | `CACHE_CONNECT_TIMEOUT` | Redis connect timeout (`1s`) | 1 s |
+//! | `CACHE_RESPONSE_TIMEOUT` | Redis response timeout (`250ms`) | 250 ms |
+//! | `CACHE_BACKOFF_BASE` | first reconnect / circuit delay | 50 ms |
+//! | `CACHE_BACKOFF_MAX` | longest reconnect / circuit delay | 5 s |
+//! | `CACHE_FAIL_FAST` | `true`: startup fails if Redis is unreachable | `false` |
 
 #![deny(missing_docs)]
 
