@@ -1,1 +1,6 @@
-//! Integration tests live in `tests/`; this crate has no library code.
+//! Support for the integration tests and the benchmarks.
+//!
+//! The tests themselves live in `tests/`; the `cache_peer` binary in
+//! `src/bin/` plays a second process.
+
+pub mod redis_server;

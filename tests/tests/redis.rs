@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, RedisBackend, RedisConfig, cached};
-use common::redis_server::RedisServer;
+use cache_tests::redis_server::RedisServer;
 use serde::{Deserialize, Serialize};
 
 fn cache_at(url: &str) -> Cache {

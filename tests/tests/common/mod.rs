@@ -4,7 +4,6 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
 
 pub mod conformance;
-pub mod redis_server;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 const INSTALL: &str = "redis-server was not found on PATH; the Redis tests need it. \
     Install it with `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)";
 
+/// A `redis-server` process owned by one test or benchmark.
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
