@@ -26,6 +26,8 @@ use crate::stats::{Counters, Registry, Stats, Throttle};
 pub const DEFAULT_PREFIX: &str = "cache";
 /// The default TTL of functions that set none: five minutes.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// At most one fail-open warning per this period; the rest are counted.
 const WARN_PERIOD: Duration = Duration::from_secs(10);
 
@@ -42,6 +44,7 @@ pub struct Cache {
 }
 
 pub(crate) struct Inner {
+    id: u64,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) prefix: String,
     pub(crate) default_ttl: Duration,
@@ -228,6 +231,12 @@ impl Cache {
 
     pub(crate) fn counters(&self, namespace: &str) -> Arc<Counters> {
         self.inner.stats.counters(namespace)
+    }
+
+    /// Identifies this cache and its clones; never reused in the process (an
+    /// address could be, by a cache built after this one is dropped).
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// Counts a cache failure the call survives and logs it, rate-limited.
@@ -421,6 +430,7 @@ impl CacheBuilder {
         };
         Ok(Cache {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 backend,
                 prefix: self.prefix,
                 default_ttl: self.default_ttl,

@@ -92,13 +92,13 @@ impl Cache {
         if state.bypass || self.is_closed() {
             return body.await;
         }
-        let counters = self.counters(site.namespace());
+        let counters = state.counters(self, site.namespace());
         let key = match args.finish() {
-            Ok(args) => CacheKey::from_parts(
+            Ok(args) => CacheKey::from_segment(
                 &self.inner.prefix,
                 &state.namespace,
+                &state.key_segment,
                 &state.function_id,
-                site.version(),
                 &args,
             ),
             Err(error) => {

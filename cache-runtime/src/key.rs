@@ -17,7 +17,7 @@
 //! by an attacker. See `docs/decisions/0003-key-layout.md`.
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::Serialize;
 
@@ -196,19 +196,40 @@ impl CacheKey {
         version: u32,
         args: &[u8],
     ) -> CacheKey {
+        CacheKey::from_segment(
+            prefix,
+            namespace,
+            &function_segment(function, version),
+            function,
+            args,
+        )
+    }
+
+    /// Builds the key from a precomputed [`function_segment`]; the hot path,
+    /// so it avoids `format!`.
+    pub(crate) fn from_segment(
+        prefix: &str,
+        namespace: &Namespace,
+        segment: &str,
+        function: &str,
+        args: &[u8],
+    ) -> CacheKey {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let shard = shard_of(function, args);
         let mut text = String::with_capacity(
-            prefix.len() + namespace.as_str().len() + function.len() + args.len() * 3 + 24,
+            prefix.len() + namespace.as_str().len() + segment.len() + args.len() * 3 + 8,
         );
         text.push_str(prefix);
         text.push_str(":{");
         let namespace_start = text.len();
         text.push_str(namespace.as_str());
         let namespace_end = text.len();
-        // Writing into a String cannot fail.
-        let _ = write!(text, ":{shard:02x}}}");
+        text.push(':');
+        text.push(HEX[usize::from(shard >> 4)] as char);
+        text.push(HEX[usize::from(shard & 0xF)] as char);
+        text.push('}');
         let shard_end = text.len();
-        let _ = write!(text, ":{function}:v{version}:");
+        text.push_str(segment);
         push_args(&mut text, args);
         CacheKey {
             text,
@@ -268,11 +289,14 @@ fn shard_of(function: &str, args: &[u8]) -> u8 {
 fn push_args(out: &mut String, args: &[u8]) {
     let escaped_len: usize = args.iter().map(|&b| if is_plain(b) { 1 } else { 3 }).sum();
     if escaped_len <= INLINE_ARGS_MAX {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
         for &b in args {
             if is_plain(b) {
                 out.push(b as char);
             } else {
-                let _ = write!(out, "%{b:02X}");
+                out.push('%');
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 0xF)] as char);
             }
         }
     } else {
@@ -281,6 +305,11 @@ fn push_args(out: &mut String, args: &[u8]) {
         out.push('#');
         out.push_str(blake3::hash(args).to_hex().as_str());
     }
+}
+
+/// The part of a key between the shard and the arguments: `:{function}:v{version}:`.
+pub(crate) fn function_segment(function: &str, version: u32) -> String {
+    format!(":{function}:v{version}:")
 }
 
 /// Turns a `module_path!()` into a key segment: `app::db` becomes `app.db`.

@@ -3,13 +3,15 @@
 
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::cache::Cache;
 use crate::entry;
 use crate::key::{self, Namespace};
+use crate::stats::Counters;
 
 /// One `#[cached]` function, as the macro describes it. Not public API.
 #[derive(Debug)]
@@ -27,6 +29,11 @@ pub struct CallSite {
 pub(crate) struct SiteState {
     pub(crate) namespace: Namespace,
     pub(crate) function_id: String,
+    /// `:{function_id}:v{version}:`, the middle of every key of this site.
+    pub(crate) key_segment: String,
+    /// The counters of the cache this site ran under last, tagged with that
+    /// cache's address: spares the per-namespace map lookup on the hot path.
+    counters: OnceLock<(u64, Arc<Counters>)>,
     /// Another site already uses the same namespace, function id and version:
     /// their keys could meet, so this one never touches the cache.
     pub(crate) bypass: bool,
@@ -91,6 +98,8 @@ impl CallSite {
             }
             SiteState {
                 namespace: Namespace::from_checked(self.namespace),
+                key_segment: key::function_segment(&function_id, self.version),
+                counters: OnceLock::new(),
                 function_id,
                 bypass,
                 fingerprint: OnceLock::new(),
@@ -108,6 +117,21 @@ impl CallSite {
             fingerprint
         } else {
             entry::fingerprint_cached::<T>()
+        }
+    }
+}
+
+impl SiteState {
+    /// This site's counters in `cache`.
+    pub(crate) fn counters(&self, cache: &Cache, namespace: &str) -> Arc<Counters> {
+        let id = cache.id();
+        let (owner, counters) = self
+            .counters
+            .get_or_init(|| (id, cache.counters(namespace)));
+        if *owner == id {
+            Arc::clone(counters)
+        } else {
+            cache.counters(namespace)
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The in-process backend, on moka. Always built; the default when nothing else
 //! is configured.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -15,10 +17,9 @@ use crate::key::CacheKey;
 
 /// Default bound: 100,000 entries.
 const DEFAULT_MAX_ENTRIES: u64 = 100_000;
-/// Shard generations kept at most; losing one only costs misses.
-const MAX_GENERATIONS: u64 = 65_536;
-/// A generation nobody read for this long is dropped; its shard starts afresh.
-const GENERATION_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Shard generations kept at most. Past that the map is cleared: every shard
+/// then gets a new random generation, which costs misses and nothing else.
+const MAX_GENERATIONS: usize = 65_536;
 
 #[derive(Clone)]
 struct Stored {
@@ -54,7 +55,9 @@ impl moka::Expiry<String, Stored> for PerEntryTtl {
 #[derive(Clone)]
 pub struct MemoryBackend {
     entries: Moka<String, Stored>,
-    generations: Moka<String, Generation>,
+    /// Read on every hit, written only when a shard is created or bumped: a
+    /// plain read-mostly map, cheaper than a second moka lookup.
+    generations: Arc<RwLock<HashMap<Box<str>, Generation>>>,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -72,6 +75,28 @@ impl Default for MemoryBackend {
 }
 
 impl MemoryBackend {
+    fn current_generation(&self, shard: &str) -> Option<Generation> {
+        let map = self.generations.read().unwrap_or_else(|e| e.into_inner());
+        map.get(shard).copied()
+    }
+
+    fn set_generation(
+        &self,
+        shard: &str,
+        generation: Generation,
+        only_if_missing: bool,
+    ) -> Generation {
+        let mut map = self.generations.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(&current) = map.get(shard).filter(|_| only_if_missing) {
+            return current;
+        }
+        if map.len() >= MAX_GENERATIONS && !map.contains_key(shard) {
+            map.clear();
+        }
+        map.insert(shard.into(), generation);
+        generation
+    }
+
     /// A backend bounded to 100,000 entries.
     pub fn new() -> Self {
         MemoryBackend::builder().build()
@@ -144,10 +169,7 @@ impl MemoryBackendBuilder {
         };
         MemoryBackend {
             entries,
-            generations: Moka::builder()
-                .max_capacity(MAX_GENERATIONS)
-                .time_to_idle(GENERATION_IDLE)
-                .build(),
+            generations: Arc::default(),
         }
     }
 }
@@ -161,15 +183,15 @@ impl Backend for MemoryBackend {
     async fn get(&self, key: &CacheKey) -> Result<Lookup> {
         Ok(Lookup {
             entry: self.entries.get(key.as_str()).await.map(|s| s.bytes),
-            generation: self.generations.get(key.shard()).await,
+            generation: self.current_generation(key.shard()),
         })
     }
 
     async fn generation(&self, shard: &str) -> Result<Generation> {
-        Ok(self
-            .generations
-            .get_with_by_ref(shard, async { Generation::random() })
-            .await)
+        if let Some(generation) = self.current_generation(shard) {
+            return Ok(generation);
+        }
+        Ok(self.set_generation(shard, Generation::random(), true))
     }
 
     async fn put(
@@ -182,7 +204,7 @@ impl Backend for MemoryBackend {
         // Checked before the write, not atomically with it: a bump in between
         // leaves an entry whose embedded generation is already old, which every
         // reader rejects. The generation check here only saves the write.
-        if self.generations.get(key.shard()).await != Some(condition.generation) {
+        if self.current_generation(key.shard()) != Some(condition.generation) {
             return Ok(PutOutcome::GenerationChanged);
         }
         let result = self
@@ -219,9 +241,7 @@ impl Backend for MemoryBackend {
 
     async fn bump(&self, shards: &[String]) -> Result<()> {
         for shard in shards {
-            self.generations
-                .insert(shard.clone(), Generation::random())
-                .await;
+            self.set_generation(shard, Generation::random(), false);
         }
         Ok(())
     }
