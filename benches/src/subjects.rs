@@ -1,0 +1,125 @@
+//! The same lookup written three ways, on Redis and in memory: by hand on
+//! redis-rs (the floor), with our `#[cached]`, and with the `cached` crate.
+//! All return the same value type.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cached::AsyncRedisCache;
+use cached::macros::concurrent_cached;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+/// The benchmarked value: an id, two strings and a `Vec<String>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Item {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) email: String,
+    pub(crate) tags: Vec<String>,
+}
+
+/// The "database": cheap and deterministic, so the benchmark measures the cache.
+pub(crate) fn load(id: u64) -> Item {
+    Item {
+        id,
+        name: format!("user-{id}"),
+        email: format!("user{id}@example.com"),
+        tags: vec!["admin".into(), "beta".into(), "eu-west-1".into()],
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BenchError(pub String);
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// Body runs, for the stampede.
+pub(crate) static BODY_RUNS: AtomicU32 = AtomicU32::new(0);
+/// How long the body takes; zero except in the stampede.
+pub(crate) static BODY_DELAY_MS: AtomicU32 = AtomicU32::new(0);
+/// The Redis URL the `cached` crate's store connects to.
+pub(crate) static REDIS_URL: OnceLock<String> = OnceLock::new();
+
+async fn body(id: u64) -> Result<Item, BenchError> {
+    BODY_RUNS.fetch_add(1, Ordering::Relaxed);
+    let delay = BODY_DELAY_MS.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(u64::from(delay))).await;
+    }
+    Ok(load(id))
+}
+
+/// (a) The floor: what a developer writes by hand on one multiplexed
+/// connection. `GET`, bincode decode; on a miss, the body and `SET EX`.
+#[derive(Clone)]
+pub(crate) struct HandWritten {
+    pub(crate) connection: ConnectionManager,
+}
+
+impl HandWritten {
+    pub(crate) fn key(id: u64) -> String {
+        format!("raw:item:{id}")
+    }
+
+    pub(crate) async fn get(&self, id: u64) -> Result<Item, BenchError> {
+        let mut connection = self.connection.clone();
+        let key = HandWritten::key(id);
+        let cached: Option<Vec<u8>> = connection.get(&key).await.map_err(redis_error)?;
+        if let Some(bytes) = cached
+            && let Ok((item, _)) =
+                bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+        {
+            return Ok(item);
+        }
+        let item = body(id).await?;
+        let bytes = bincode::serde::encode_to_vec(&item, bincode::config::standard())
+            .map_err(|e| BenchError(e.to_string()))?;
+        let () = connection
+            .set_ex(&key, bytes, 3600)
+            .await
+            .map_err(redis_error)?;
+        Ok(item)
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> BenchError {
+    BenchError(e.to_string())
+}
+
+/// (b) Ours, on whichever cache is current (Redis or memory).
+#[cache_runtime::cached(namespace = "bench", ttl = 3600)]
+pub(crate) async fn ours(id: u64) -> Result<Item, BenchError> {
+    body(id).await
+}
+
+/// (c) The `cached` crate 4.1 on Redis.
+#[concurrent_cached(
+    map_error = r##"|e| BenchError(format!("{e:?}"))"##,
+    ty = "cached::AsyncRedisCache<u64, Item>",
+    create = r##" {
+        AsyncRedisCache::builder("bench-cached-crate")
+            .ttl(std::time::Duration::from_secs(3600))
+            .connection_string(REDIS_URL.get().expect("set before the first call"))
+            .build()
+            .await
+            .expect("the cached crate's Redis store")
+    } "##
+)]
+pub(crate) async fn cached_crate_redis(id: u64) -> Result<Item, BenchError> {
+    body(id).await
+}
+
+/// (c) The `cached` crate 4.1 in memory.
+#[cached::macros::cached(max_size = 100_000)]
+pub(crate) async fn cached_crate_memory(id: u64) -> Result<Item, BenchError> {
+    body(id).await
+}
