@@ -167,6 +167,13 @@ fn value_lit(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Option<Li
     let expr: syn::Expr = meta.value()?.parse()?;
     match expr {
         syn::Expr::Lit(lit) if lit.attrs.is_empty() => Ok(Some(lit.lit)),
+        syn::Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            ..
+        }) => Err(syn::Error::new_spanned(
+            expr,
+            format!("negative values are not allowed, as in `{example}`"),
+        )),
         other => Err(syn::Error::new_spanned(
             other,
             format!("expected a literal, as in `{example}`; attribute options cannot be computed"),

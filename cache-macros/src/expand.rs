@@ -6,7 +6,7 @@
 //! generated refers to the runtime by absolute path and names its locals
 //! `__cache_*`, so nothing collides with user code.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
@@ -70,7 +70,7 @@ fn key_statements(spec: &Spec, borrowed: bool) -> TokenStream {
         out.extend(quote! { __cache_args.push(::core::any::type_name::<Self>()); });
     }
     if spec.key_self {
-        out.extend(quote_spanned! {Span::call_site()=> __cache_args.push(self); });
+        out.extend(quote_spanned! {spec.receiver_span=> __cache_args.push(self); });
     }
     if spec.generic_value {
         let value_ty = &spec.value_ty;
@@ -81,7 +81,7 @@ fn key_statements(spec: &Spec, borrowed: bool) -> TokenStream {
         let reference = if borrowed || arg.by_ref {
             quote!(#ident)
         } else {
-            quote!(&#ident)
+            quote_spanned!(ident.span()=> &#ident)
         };
         if arg.generic {
             out.extend(quote! {
@@ -105,6 +105,10 @@ fn wrapper(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
         ..
     } = item;
     let docs = caching_docs(spec, names);
+    let stmts = &block.stmts;
+    let (inner, outer): (Vec<&syn::Attribute>, Vec<&syn::Attribute>) = attrs
+        .iter()
+        .partition(|a| matches!(a.style, syn::AttrStyle::Inner(_)));
     let site = call_site(spec, &names.function, false);
     let keys = key_statements(spec, false);
     let value_ty = &spec.value_ty;
@@ -118,8 +122,15 @@ fn wrapper(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
     };
     // Spanned at the value type: a value that is not Serialize + Deserialize is
     // reported there.
+    let krate_at_value: TokenStream = quote!(#krate)
+        .into_iter()
+        .map(|mut t| {
+            t.set_span(value_ty.span());
+            t
+        })
+        .collect();
     let call = quote_spanned! {value_ty.span()=>
-        #krate::__private::cached::<#value_ty, _, _>(
+        #krate_at_value::__private::cached::<#value_ty, _, _>(
             &__CACHE_SITE,
             __cache_args,
             __cache_body,
@@ -128,9 +139,10 @@ fn wrapper(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
         .await
     };
     quote! {
-        #(#attrs)*
+        #(#outer)*
         #docs
         #vis #sig {
+            #(#inner)*
             #site
             #keys
             let __cache_body = async move {
@@ -141,7 +153,7 @@ fn wrapper(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
                     let __cache_return: #ret_ty = loop {};
                     return __cache_return;
                 }
-                #block
+                #(#stmts)*
             };
             #call
         }

@@ -37,8 +37,11 @@ mod spec;
 ///
 /// # What can be cached
 ///
-/// Free `async fn`s and `async fn`s in `impl` blocks (with `&self`,
-/// `&mut self` or no receiver). Arguments may be references (`&str`, `&T`),
+/// Free `async fn`s and `async fn`s in inherent `impl` blocks (with `&self`,
+/// `&mut self`, `self` or no receiver). Not methods of a trait impl
+/// (`impl Trait for Type`): the generated companions would not be members of
+/// the trait; cache a free function or an inherent method and call it from
+/// the trait method instead. Arguments may be references (`&str`, `&T`),
 /// generic or `impl Trait`, as long as every argument in the key implements
 /// `serde::Serialize`. The return type decides what is cached:
 ///

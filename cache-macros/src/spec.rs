@@ -21,6 +21,8 @@ pub(crate) struct Spec {
     pub(crate) krate: syn::Path,
     pub(crate) key_self: bool,
     pub(crate) receiver: bool,
+    /// The receiver (`&self`), where errors about `self` in the key point.
+    pub(crate) receiver_span: Span,
     pub(crate) key_args: Vec<KeyArg>,
     pub(crate) skipped: Vec<Ident>,
     pub(crate) shape: Shape,
@@ -111,6 +113,7 @@ impl Spec {
         let cache_none = raw.cache_none.as_ref().is_some_and(|b| b.value.value);
         let key_self = raw.key_self.as_ref().is_some_and(|b| b.value.value);
         let receiver = sig.receiver().is_some();
+        let receiver_span = sig.receiver().map_or_else(Span::call_site, Spanned::span);
         if key_self && !receiver {
             errors.push(syn::Error::new(
                 raw.key_self.as_ref().map_or(Span::call_site(), |k| k.span),
@@ -120,6 +123,15 @@ impl Spec {
 
         let (key_args, skipped) = arguments(sig, raw.skip.as_ref(), &generics, errors);
         let shape_and_value = shape(&sig.output, cache_none, sig.span(), errors);
+        if let (Some(given), Some((Shape::Result, _) | (Shape::Value, _))) =
+            (raw.cache_none.as_ref(), shape_and_value.as_ref())
+            && !returns_option(&sig.output)
+        {
+            errors.push(syn::Error::new(
+                given.span,
+                "`cache_none` only applies to functions returning `Option<T>`; remove it",
+            ));
+        }
         let (shape, value_ty) = shape_and_value?;
         let generic_value = mentions_generics(&value_ty, &generics);
 
@@ -130,6 +142,7 @@ impl Spec {
             krate: krate?,
             key_self,
             receiver,
+            receiver_span,
             key_args,
             skipped,
             shape,
@@ -273,7 +286,12 @@ fn arguments(
     }
 
     for name in skip_names {
-        if name == "self" {
+        if name == "_" {
+            errors.push(syn::Error::new(
+                name.span(),
+                "arguments named `_` are never part of the key; remove `_` from `skip`",
+            ));
+        } else if name == "self" {
             errors.push(syn::Error::new(
                 name.span(),
                 "`self` is never part of the key, so it cannot be skipped; remove it from `skip` \
@@ -307,8 +325,14 @@ fn shape(
         ));
         return None;
     };
-    if let Some(span) = unsupported_in_value(ty) {
-        errors.push(syn::Error::new(span.0, span.1));
+    // The wrapper names the return type; `impl Trait` cannot be named, even in
+    // the part that is not cached (`Result<T, impl Error>`).
+    if let Some((span, _)) = unsupported_in_value(ty).filter(|(_, r)| r.contains("impl Trait")) {
+        errors.push(syn::Error::new(
+            span,
+            "#[cached] must name the function's return type, and `impl Trait` cannot be named: \
+             write the concrete type (`Result<u64, ParseIntError>`)",
+        ));
         return None;
     }
     let last = match &**ty {
@@ -329,7 +353,17 @@ fn shape(
         }
         _ => None,
     };
-    Some(shape.unwrap_or_else(|| (Shape::Value, (**ty).clone())))
+    let (shape, value) = shape.unwrap_or_else(|| (Shape::Value, (**ty).clone()));
+    if let Some(span) = unsupported_in_value(&value) {
+        errors.push(syn::Error::new(span.0, span.1));
+        return None;
+    }
+    Some((shape, value))
+}
+
+fn returns_option(output: &ReturnType) -> bool {
+    matches!(output, ReturnType::Type(_, ty) if matches!(&**ty,
+        Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Option")))
 }
 
 /// A part of the return type that cannot be stored, with the reason.

@@ -1,7 +1,9 @@
-//! Methods: `&self`, `&mut self`, no receiver, and `key_self`.
+//! Methods: `&self`, `&mut self`, `self`, no receiver, `-> Self`, `key_self`,
+//! and methods of a generic `impl` block.
 #![deny(warnings)]
 
 use cache_runtime::cached;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub struct Repo {
@@ -29,9 +31,32 @@ impl Repo {
     async fn associated(id: u64) -> Option<u64> {
         Some(id)
     }
+
+    #[cached(namespace = "repo")]
+    async fn consume(self, id: u64) -> u64 {
+        id + u64::from(self.hits)
+    }
+}
+
+/// A store generic over its value type: `T` comes from the `impl` block.
+pub struct Store<T> {
+    default: T,
+}
+
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Store<T> {
+    #[cached]
+    async fn get(&self, id: u64) -> Option<T> {
+        let _ = id;
+        Some(self.default.clone())
+    }
 }
 
 impl Tenant {
+    #[cached]
+    async fn load(id: u32) -> Self {
+        Tenant { id }
+    }
+
     #[cached(key_self = true)]
     async fn quota(&self, resource: &str) -> u64 {
         u64::from(self.id) * resource.len() as u64
@@ -39,7 +64,9 @@ impl Tenant {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut repo = Repo { hits: 0 };
         assert_eq!(repo.by_ref(1).await.unwrap(), "1/0");
@@ -53,5 +80,18 @@ fn main() {
         let tenant = Tenant { id: 2 };
         assert_eq!(tenant.quota("disk").await, 8);
         tenant.quota_invalidate("disk").await.unwrap();
+        assert_eq!(Tenant::load(5).await, Tenant { id: 5 });
+        Tenant::load_invalidate(&5).await.unwrap();
+
+        assert_eq!(Repo { hits: 1 }.consume(1).await, 2);
+        Repo::consume_invalidate(&1).await.unwrap();
+
+        let numbers = Store { default: 7u32 };
+        let names = Store {
+            default: "x".to_owned(),
+        };
+        assert_eq!(numbers.get(1).await, Some(7));
+        assert_eq!(names.get(1).await.as_deref(), Some("x"));
+        Store::<u32>::get_invalidate(&1).await.unwrap();
     });
 }
