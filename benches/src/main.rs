@@ -137,6 +137,17 @@ async fn redis_hits(s: &Settings, floor: &HandWritten) {
         .await
     })
     .await;
+    let f = floor.clone();
+    let a2 = on_worker(async move {
+        latency(n, |i| {
+            let f = f.clone();
+            async move {
+                f.get_with_generation(i % KEYS).await.expect("hit");
+            }
+        })
+        .await
+    })
+    .await;
     let b = on_worker(latency(n, |i| async move {
         subjects::ours(i % KEYS).await.expect("hit");
     }))
@@ -147,6 +158,7 @@ async fn redis_hits(s: &Settings, floor: &HandWritten) {
     .await;
     for (name, l) in [
         ("(a) floor: redis-rs GET + bincode", &a),
+        ("(a') floor + generation key in the same MGET", &a2),
         ("(b) `#[cached]` (ours)", &b),
         ("(c) `cached` 4.1 `concurrent_cached(redis)`", &c),
     ] {
@@ -163,9 +175,9 @@ async fn redis_hits(s: &Settings, floor: &HandWritten) {
         "\nThroughput, hits per second (median of {REPEATS} runs of {:?}, subjects interleaved):\n",
         s.throughput_for
     );
-    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let mut rates = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for &t in s.concurrency {
-        let mut runs = [Vec::new(), Vec::new(), Vec::new()];
+        let mut runs = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..REPEATS {
             let f = floor.clone();
             runs[0].push(
@@ -173,6 +185,16 @@ async fn redis_hits(s: &Settings, floor: &HandWritten) {
                     let f = f.clone();
                     async move {
                         f.get(i % KEYS).await.expect("hit");
+                    }
+                })
+                .await,
+            );
+            let f = floor.clone();
+            runs[3].push(
+                throughput(t, s.throughput_for, move |i| {
+                    let f = f.clone();
+                    async move {
+                        f.get_with_generation(i % KEYS).await.expect("hit");
                     }
                 })
                 .await,
@@ -205,6 +227,7 @@ async fn redis_hits(s: &Settings, floor: &HandWritten) {
     println!();
     for (name, row) in [
         ("(a) floor", &rates[0]),
+        ("(a') floor + generation", &rates[3]),
         ("(b) ours", &rates[1]),
         ("(c) `cached`", &rates[2]),
     ] {

@@ -60,7 +60,31 @@ pub fn global() -> &'static Cache {
 
 /// The cache a cached call on this task would use now.
 pub fn current() -> Cache {
-    SCOPED
-        .try_with(Cache::clone)
-        .unwrap_or_else(|_| global().clone())
+    Current::get().clone()
+}
+
+/// [`current`] without cloning the handle in the common case (the global
+/// cache): a clone is an atomic increment on a cache line every task shares.
+pub(crate) enum Current {
+    Global(&'static Cache),
+    Scoped(Cache),
+}
+
+impl Current {
+    pub(crate) fn get() -> Current {
+        SCOPED
+            .try_with(|cache| Current::Scoped(cache.clone()))
+            .unwrap_or_else(|_| Current::Global(global()))
+    }
+}
+
+impl std::ops::Deref for Current {
+    type Target = Cache;
+
+    fn deref(&self) -> &Cache {
+        match self {
+            Current::Global(cache) => cache,
+            Current::Scoped(cache) => cache,
+        }
+    }
 }

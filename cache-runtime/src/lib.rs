@@ -168,7 +168,9 @@ pub mod __private {
         T: Serialize + DeserializeOwned + 'static,
         F: Future<Output = R>,
     {
-        crate::current().call(site, args, body, shape).await
+        crate::global::Current::get()
+            .call(site, args, body, shape)
+            .await
     }
 
     /// Invalidates the entry of one argument tuple on the current cache.

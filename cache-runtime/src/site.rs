@@ -122,16 +122,34 @@ impl CallSite {
 }
 
 impl SiteState {
-    /// This site's counters in `cache`.
-    pub(crate) fn counters(&self, cache: &Cache, namespace: &str) -> Arc<Counters> {
+    /// This site's counters in `cache`, borrowed when the site has them.
+    pub(crate) fn counters(&self, cache: &Cache, namespace: &str) -> SiteCounters<'_> {
         let id = cache.id();
         let (owner, counters) = self
             .counters
             .get_or_init(|| (id, cache.counters(namespace)));
         if *owner == id {
-            Arc::clone(counters)
+            SiteCounters::Borrowed(counters)
         } else {
-            cache.counters(namespace)
+            SiteCounters::Owned(cache.counters(namespace))
+        }
+    }
+}
+
+/// A site's counters: borrowed from the site (no reference-count traffic on
+/// the hot path) or, under another cache, looked up.
+pub(crate) enum SiteCounters<'a> {
+    Borrowed(&'a Counters),
+    Owned(Arc<Counters>),
+}
+
+impl std::ops::Deref for SiteCounters<'_> {
+    type Target = Counters;
+
+    fn deref(&self) -> &Counters {
+        match self {
+            SiteCounters::Borrowed(counters) => counters,
+            SiteCounters::Owned(counters) => counters,
         }
     }
 }
