@@ -123,13 +123,19 @@ impl RedisBackend {
         })
     }
 
+    /// Runs one request and converts its reply.
+    async fn request<T: redis::FromRedisValue>(&self, cmd: impl RequestKind) -> Result<T> {
+        let value = self.request_value(cmd).await?;
+        redis::from_redis_value(value).map_err(|e| Error::backend(NAME, e))
+    }
+
     /// Runs one request with the response timeout, which bounds the whole wait
     /// (a request may also wait for a reconnect), so a call never pays more.
-    async fn request<T: redis::FromRedisValue>(&self, cmd: impl RequestKind) -> Result<T> {
+    async fn request_value(&self, cmd: impl RequestKind) -> Result<redis::Value> {
         let mut connection = self.connection.clone();
         let fut = async move { cmd.run(&mut connection).await };
         match tokio::time::timeout(self.response_timeout, fut).await {
-            Ok(Ok(value)) => redis::from_redis_value(value).map_err(|e| Error::backend(NAME, e)),
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(Error::backend(NAME, e)),
             Err(_) => Err(Error::backend(
                 NAME,
@@ -180,17 +186,52 @@ impl RequestKind for ScriptCall {
     }
 }
 
+/// The key of a shard's generation: `{shard}:gen`. On every lookup, so built
+/// without the formatting machinery.
 fn generation_key(shard: &str) -> String {
-    format!("{shard}:gen")
+    const SUFFIX: &str = ":gen";
+    let mut key = String::with_capacity(shard.len() + SUFFIX.len());
+    key.push_str(shard);
+    key.push_str(SUFFIX);
+    key
 }
 
-fn parse_generation(value: Option<Vec<u8>>) -> Option<Generation> {
-    let text = value?;
-    std::str::from_utf8(&text)
-        .ok()?
-        .parse()
-        .ok()
-        .map(Generation)
+/// A generation as stored: the decimal digits of a `u64` (readable in
+/// `redis-cli`). Anything else is no generation.
+fn parse_generation(text: &[u8]) -> Option<Generation> {
+    if text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &b in text {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+    }
+    Some(Generation(value))
+}
+
+/// The reply to `MGET entry gen`, taken apart without copying the entry.
+fn parse_lookup(reply: redis::Value) -> Result<Lookup> {
+    let unexpected = |what: &str| Error::backend(NAME, format!("unexpected reply to MGET: {what}"));
+    let redis::Value::Array(items) = reply else {
+        return Err(unexpected("not an array"));
+    };
+    let [entry, generation]: [redis::Value; 2] = items
+        .try_into()
+        .map_err(|items: Vec<_>| unexpected(&format!("{} elements", items.len())))?;
+    let entry = match entry {
+        redis::Value::BulkString(bytes) => Some(Bytes::from(bytes)),
+        redis::Value::Nil => None,
+        _ => return Err(unexpected("an entry that is not a string")),
+    };
+    let generation = match generation {
+        redis::Value::BulkString(text) => parse_generation(&text),
+        _ => None,
+    };
+    Ok(Lookup { entry, generation })
 }
 
 /// Error messages of redis-rs do not include passwords, but a URL in a parse
@@ -212,11 +253,7 @@ impl Backend for RedisBackend {
     async fn get(&self, key: &CacheKey) -> Result<Lookup> {
         let mut cmd = redis::cmd("MGET");
         cmd.arg(key.as_str()).arg(generation_key(key.shard()));
-        let (entry, generation): (Option<Vec<u8>>, Option<Vec<u8>>) = self.request(cmd).await?;
-        Ok(Lookup {
-            entry: entry.map(Bytes::from),
-            generation: parse_generation(generation),
-        })
+        parse_lookup(self.request_value(cmd).await?)
     }
 
     async fn generation(&self, shard: &str) -> Result<Generation> {
@@ -231,7 +268,7 @@ impl Backend for RedisBackend {
         let previous: Option<Vec<u8>> = self.request(cmd).await?;
         Ok(match previous {
             None => fresh,
-            Some(previous) => parse_generation(Some(previous)).ok_or_else(|| {
+            Some(previous) => parse_generation(&previous).ok_or_else(|| {
                 Error::backend(
                     NAME,
                     format!("the generation key of {shard} does not hold a number"),
@@ -312,4 +349,47 @@ fn install_crypto_provider() {
         // Err means one is already installed, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    #[test]
+    fn generations_parse_from_decimal_only() {
+        assert_eq!(parse_generation(b"42"), Some(Generation(42)));
+        assert_eq!(
+            parse_generation(u64::MAX.to_string().as_bytes()),
+            Some(Generation(u64::MAX))
+        );
+        for bad in [&b""[..], b"18446744073709551616", b"-1", b"4 2", b"x", b"0x10"] {
+            assert_eq!(parse_generation(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn lookup_replies_are_taken_apart() {
+        let reply = Value::Array(vec![
+            Value::BulkString(b"entry".to_vec()),
+            Value::BulkString(b"7".to_vec()),
+        ]);
+        assert_eq!(
+            parse_lookup(reply).unwrap(),
+            Lookup {
+                entry: Some(Bytes::from_static(b"entry")),
+                generation: Some(Generation(7)),
+            }
+        );
+        let empty = Value::Array(vec![Value::Nil, Value::Nil]);
+        assert_eq!(parse_lookup(empty).unwrap(), Lookup::default());
+        // A generation that is not ours is no generation: the entry is then a
+        // miss, never a hit under a guessed generation.
+        let foreign = Value::Array(vec![Value::Nil, Value::Int(7)]);
+        assert_eq!(parse_lookup(foreign).unwrap().generation, None);
+        assert!(parse_lookup(Value::Array(vec![Value::Nil])).is_err());
+        assert!(parse_lookup(Value::Okay).is_err());
+        let not_a_string = Value::Array(vec![Value::Int(1), Value::Nil]);
+        assert!(parse_lookup(not_a_string).is_err());
+    }
 }
