@@ -6,32 +6,39 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Latency of `n` sequential calls.
+/// Latency percentiles of a set of samples.
 pub(crate) struct Latency {
     pub(crate) p50: Duration,
     pub(crate) p99: Duration,
     pub(crate) mean: Duration,
 }
 
-pub(crate) async fn latency<F, Fut>(n: usize, mut call: F) -> Latency
+impl Latency {
+    pub(crate) fn of(mut samples: Vec<Duration>) -> Latency {
+        assert!(!samples.is_empty(), "no samples");
+        samples.sort_unstable();
+        let n = samples.len();
+        Latency {
+            p50: samples[n / 2],
+            p99: samples[(n * 99 / 100).min(n - 1)],
+            mean: samples.iter().sum::<Duration>() / n as u32,
+        }
+    }
+}
+
+/// The duration of each of `n` sequential calls.
+pub(crate) async fn samples<F, Fut>(n: usize, mut call: F) -> Vec<Duration>
 where
     F: FnMut(u64) -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut samples = Vec::with_capacity(n);
-    let start = Instant::now();
     for i in 0..n {
         let t = Instant::now();
         call(i as u64).await;
         samples.push(t.elapsed());
     }
-    let total = start.elapsed();
-    samples.sort_unstable();
-    Latency {
-        p50: samples[n / 2],
-        p99: samples[(n * 99 / 100).min(n - 1)],
-        mean: total / n as u32,
-    }
+    samples
 }
 
 /// Mean time per call over `n` sequential calls, without per-call clocks (for

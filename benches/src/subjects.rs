@@ -66,6 +66,31 @@ pub(crate) struct HandWritten {
 }
 
 impl HandWritten {
+    /// One multiplexed connection with redis-rs' defaults, plus `TCP_NODELAY`
+    /// as our backend sets it, so that the two differ only in the library code.
+    pub(crate) async fn connect(url: &str) -> redis::RedisResult<HandWritten> {
+        let info = redis::IntoConnectionInfo::into_connection_info(url)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
+        Ok(HandWritten {
+            connection: ConnectionManager::new(client).await?,
+        })
+    }
+
+    /// Stores the values of `ids` by calling the floor (each a miss), and a
+    /// generation like ours, so that (a') reads a reply of the same size.
+    pub(crate) async fn preload(&self, ids: std::ops::Range<u64>) -> Result<(), BenchError> {
+        let mut connection = self.connection.clone();
+        let () = connection
+            .set(GENERATION_KEY, u64::MAX / 3)
+            .await
+            .map_err(redis_error)?;
+        for id in ids {
+            self.get(id).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn key(id: u64) -> String {
         format!("raw:item:{id}")
     }
@@ -91,6 +116,9 @@ impl HandWritten {
     }
 }
 
+/// The generation key (a') reads with every entry.
+const GENERATION_KEY: &str = "raw:generation";
+
 impl HandWritten {
     /// The floor plus what namespace invalidation needs on every hit: the
     /// entry and a generation key in one `MGET`. Only the read; it separates
@@ -99,7 +127,7 @@ impl HandWritten {
         let mut connection = self.connection.clone();
         let (cached, generation): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("MGET")
             .arg(HandWritten::key(id))
-            .arg("raw:generation")
+            .arg(GENERATION_KEY)
             .query_async(&mut connection)
             .await
             .map_err(redis_error)?;

@@ -55,10 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| (b) ours, memory backend | {ours_memory:.1} |");
 
     let server = RedisServer::start();
-    let client = redis::Client::open(server.url().as_str())?;
-    let floor = subjects::HandWritten {
-        connection: redis::aio::ConnectionManager::new(client).await?,
-    };
+    let floor = subjects::HandWritten::connect(&server.url()).await?;
     let raw_redis = per_call(|| async {
         std::hint::black_box(floor.get(1).await.ok());
     })
