@@ -186,14 +186,29 @@ impl RequestKind for ScriptCall {
     }
 }
 
-/// The key of a shard's generation: `{shard}:gen`. On every lookup, so built
-/// without the formatting machinery.
+/// Appended to a shard to name its generation key.
+const GENERATION_SUFFIX: &str = ":gen";
+
+/// The key of a shard's generation: `{shard}:gen`.
 fn generation_key(shard: &str) -> String {
-    const SUFFIX: &str = ":gen";
-    let mut key = String::with_capacity(shard.len() + SUFFIX.len());
+    let mut key = String::with_capacity(shard.len() + GENERATION_SUFFIX.len());
     key.push_str(shard);
-    key.push_str(SUFFIX);
+    key.push_str(GENERATION_SUFFIX);
     key
+}
+
+/// The generation key of a shard as a command argument, written straight into
+/// the command: the lookup builds no string for it.
+struct GenerationKey<'a>(&'a str);
+
+impl redis::ToRedisArgs for GenerationKey<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write as _;
+        let mut arg = out.writer_for_next_arg();
+        // Writes into a Vec: cannot fail.
+        let _ = arg.write_all(self.0.as_bytes());
+        let _ = arg.write_all(GENERATION_SUFFIX.as_bytes());
+    }
 }
 
 /// A generation as stored: the decimal digits of a `u64` (readable in
@@ -251,8 +266,14 @@ impl Backend for RedisBackend {
     }
 
     async fn get(&self, key: &CacheKey) -> Result<Lookup> {
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(key.as_str()).arg(generation_key(key.shard()));
+        const MGET: &str = "MGET";
+        let (key, shard) = (key.as_str(), key.shard());
+        // Sized once: growing the buffer argument by argument reallocates.
+        let mut cmd = redis::Cmd::with_capacity(
+            3,
+            MGET.len() + key.len() + shard.len() + GENERATION_SUFFIX.len(),
+        );
+        cmd.arg(MGET).arg(key).arg(GenerationKey(shard));
         parse_lookup(self.request_value(cmd).await?)
     }
 
@@ -363,9 +384,27 @@ mod tests {
             parse_generation(u64::MAX.to_string().as_bytes()),
             Some(Generation(u64::MAX))
         );
-        for bad in [&b""[..], b"18446744073709551616", b"-1", b"4 2", b"x", b"0x10"] {
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"-1",
+            b"4 2",
+            b"x",
+            b"0x10",
+        ] {
             assert_eq!(parse_generation(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn generation_key_argument_is_the_generation_key() {
+        let shard = "cache:{users:0a}";
+        let mut written = redis::cmd("MGET");
+        written.arg(GenerationKey(shard));
+        let mut built = redis::cmd("MGET");
+        built.arg(generation_key(shard));
+        assert_eq!(written.get_packed_command(), built.get_packed_command());
+        assert_eq!(generation_key(shard), "cache:{users:0a}:gen");
     }
 
     #[test]
