@@ -1,9 +1,32 @@
-//! The `#[cached]` attribute. Use it through `cache-runtime`, which re-exports
-//! it and documents it in full.
+//! The `#[cached]` attribute of [`cache-runtime`]: a cache-aside wrapper for
+//! async functions. Depend on `cache-runtime`, which re-exports the attribute
+//! and runs the code it generates; this crate only expands it.
+//!
+//! ```
+//! use cache_runtime::cached;
+//!
+//! #[cached(namespace = "greetings", ttl = 60)]
+//! async fn greeting(name: &str) -> String {
+//!     format!("Hello, {name}!") // runs on a miss only
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), cache_runtime::Error> {
+//! assert_eq!(greeting("Ada").await, "Hello, Ada!"); // miss: runs the body
+//! assert_eq!(greeting("Ada").await, "Hello, Ada!"); // hit
+//! greeting_invalidate("Ada").await?; // the generated companion
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The options, the generated companions and the compile errors are described
+//! on [`macro@cached`].
 //!
 //! The expansion runs in three steps, each with its own types: `attr` parses the
 //! options as written, `spec` checks them against each other and the function,
 //! `expand` generates code from the checked spec.
+//!
+//! [`cache-runtime`]: https://docs.rs/cache-runtime
 
 #![deny(missing_docs)]
 
