@@ -309,19 +309,43 @@ impl CacheBuilder {
     /// `CACHE_BACKEND=redis`), with its `CACHE_*` timeouts. See the table in
     /// the [crate docs](crate#configuration). Settings made on the returned
     /// builder override the environment.
+    ///
+    /// The same as `Cache::builder().with_env()`.
     pub fn from_env() -> Result<CacheBuilder> {
-        let mut builder = CacheBuilder::default();
+        CacheBuilder::default().with_env()
+    }
+
+    /// Applies the environment's settings over this builder's: what was set
+    /// before this call is a default the environment may override, what is set
+    /// after it wins over the environment. Variables that are unset (or empty)
+    /// change nothing.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .prefix("billing") // the application's default; CACHE_PREFIX wins
+    ///     .with_env()?
+    ///     .default_ttl(std::time::Duration::from_secs(60)) // wins over CACHE_DEFAULT_TTL
+    ///     .build()?;
+    /// # let _ = cache;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_env(mut self) -> Result<CacheBuilder> {
         if let Some(prefix) = config::var("CACHE_PREFIX") {
-            builder.prefix = prefix;
+            self.prefix = prefix;
         }
         if let Some(ttl) = config::ttl_var("CACHE_DEFAULT_TTL")? {
-            builder.default_ttl = ttl;
+            self.default_ttl = ttl;
         }
         let backend = config::var("CACHE_BACKEND").map(|b| b.to_ascii_lowercase());
         let use_redis = match backend.as_deref() {
             None => config::var("REDIS_URL").is_some(),
             Some("redis") => true,
-            Some("memory") => false,
+            Some("memory") => {
+                self = self.shared_backend(Arc::new(MemoryBackend::new()));
+                false
+            }
             Some(other) => {
                 return Err(Error::Config(format!(
                     "CACHE_BACKEND={other:?} is not a backend; use `memory` or `redis`"
@@ -331,7 +355,7 @@ impl CacheBuilder {
         if use_redis {
             #[cfg(feature = "redis")]
             {
-                builder.redis = Some(RedisConfig::from_env()?);
+                self = self.redis(RedisConfig::from_env()?);
             }
             #[cfg(not(feature = "redis"))]
             return Err(Error::Config(
@@ -341,12 +365,12 @@ impl CacheBuilder {
         }
         // The circuit breaker probes on the reconnect schedule.
         if let Some(base) = config::duration_var("CACHE_BACKOFF_BASE")? {
-            builder.circuit.base = base;
+            self.circuit.base = base;
         }
         if let Some(cap) = config::duration_var("CACHE_BACKOFF_MAX")? {
-            builder.circuit.cap = cap;
+            self.circuit.cap = cap;
         }
-        Ok(builder)
+        Ok(self)
     }
 
     /// Redis as the backend. Connects lazily; see [`connect`](Self::connect)

@@ -80,7 +80,10 @@
 //!
 //! Precedence: explicit code first, then the environment, then defaults.
 //! [`CacheBuilder::from_env`](crate::CacheBuilder::from_env) starts a builder
-//! from the environment; every setter called on it afterwards wins.
+//! from the environment; every setter called on it afterwards wins. An
+//! application that wants its own defaults, still overridable by the
+//! environment, sets them before
+//! [`CacheBuilder::with_env`](crate::CacheBuilder::with_env).
 //!
 //! | variable | meaning | default |
 //! | --- | --- | --- |

@@ -503,6 +503,19 @@ fn configuration_precedence_is_code_then_environment_then_defaults() {
     let (from_code, _) = peer_with_env(&["-", "env", "from-code"], &env);
     assert!(from_code.contains("prefix: \"from-code\""), "{from_code}");
 
+    // Set before `with_env`, the code's settings are defaults the
+    // environment overrides, variable by variable.
+    let (app_default, _) = peer_with_env(&["-", "env-over", "app"], &[]);
+    assert!(app_default.contains("prefix: \"app\""), "{app_default}");
+    assert!(app_default.contains("RedisBackend"), "{app_default}");
+    let overridden = [("CACHE_PREFIX", "from-env"), ("CACHE_BACKEND", "memory")];
+    let (from_env_over, _) = peer_with_env(&["-", "env-over", "app"], &overridden);
+    assert!(
+        from_env_over.contains("prefix: \"from-env\""),
+        "{from_env_over}"
+    );
+    assert!(from_env_over.contains("MemoryBackend"), "{from_env_over}");
+
     let bad = [
         ("REDIS_URL", "redis://127.0.0.1:1"),
         ("CACHE_RESPONSE_TIMEOUT", "fast"),

@@ -34,14 +34,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, command, rest @ ..] = args.as_slice() else {
         return Err(
-            "usage: cache_peer <redis-url> get|invalidate|invalidate-namespace|env ...".into(),
+            "usage: cache_peer <redis-url> get|invalidate|invalidate-namespace|env|env-over ..."
+                .into(),
         );
     };
     if command == "env" {
+        // `env [prefix]`: the prefix set after the environment was read.
         let mut builder = CacheBuilder::from_env()?;
         if let [prefix] = rest {
             builder = builder.prefix(prefix.clone());
         }
+        println!("{:?}", builder.build()?);
+        return Ok(());
+    }
+    if command == "env-over" {
+        // `env-over <prefix>`: the prefix set before, as the app's default.
+        let [prefix] = rest else {
+            return Err("usage: cache_peer - env-over <prefix>".into());
+        };
+        let builder = Cache::builder()
+            .redis(RedisConfig::new("redis://127.0.0.1:1/0")?)
+            .prefix(prefix.clone())
+            .with_env()?;
         println!("{:?}", builder.build()?);
         return Ok(());
     }
