@@ -168,8 +168,8 @@ impl RequestKind for redis::Pipeline {
     }
 }
 
-/// A script invocation: `EVALSHA`, falling back to `EVAL` once if Redis does
-/// not know the script (after a restart or `SCRIPT FLUSH`).
+/// A script invocation: `EVALSHA`; if Redis does not know the script (after
+/// a restart or `SCRIPT FLUSH`), redis-rs loads it and sends `EVALSHA` again.
 struct ScriptCall(Arc<redis::Script>, Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 impl RequestKind for ScriptCall {
@@ -254,7 +254,7 @@ fn parse_lookup(reply: redis::Value) -> Result<Lookup> {
 fn redact(error: &redis::RedisError, config: &RedisConfig) -> String {
     let message = error.to_string();
     match config.password() {
-        Some(password) if !password.is_empty() => message.replace(password, "***"),
+        Some(password) if !password.is_empty() => message.replace(&password, "***"),
         _ => message,
     }
 }
