@@ -51,6 +51,17 @@ async fn redis_backend_conforms() {
     common::conformance::run_all(Arc::new(backend), "conf").await;
 }
 
+/// `tcp_nodelay(false)` only changes how commands are packed into segments:
+/// the same suite, over a socket with Nagle's algorithm on.
+#[tokio::test]
+async fn redis_backend_conforms_with_nagle() {
+    let server = RedisServer::start();
+    let config = RedisConfig::new(&server.url()).unwrap().tcp_nodelay(false);
+    assert!(format!("{config:?}").contains("tcp_nodelay: false"));
+    let backend = RedisBackend::connect(config).await.unwrap();
+    common::conformance::run_all(Arc::new(backend), "conf").await;
+}
+
 fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
     server
         .cli(&["INFO", "commandstats"])
