@@ -160,8 +160,10 @@ impl Cache {
     }
 
     /// Shuts the cache down gracefully: from now on cached calls run uncached;
-    /// stores already under way are awaited (at most `grace`), then the backend
-    /// releases its connections. Call it once the server stopped taking requests.
+    /// stores already under way are awaited (at most `grace`), then
+    /// [`Backend::close`] runs. The built-in backends hold nothing to release
+    /// there: the Redis connection closes when the last clone of the cache is
+    /// dropped. Call it once the server stopped taking requests.
     ///
     /// Returns `false` if some stores were still running after `grace`.
     pub async fn close(&self, grace: Duration) -> bool {

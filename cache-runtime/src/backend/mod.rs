@@ -2,7 +2,7 @@
 //! handle builds everything else (keys, envelopes, single-flight, fail-open) on
 //! top of it, so a new backend only has to store bytes and keep generations.
 //!
-//! Every backend must pass the conformance suite in `tests/tests/conformance`.
+//! Every backend must pass the conformance suite in `tests/tests/common/conformance.rs`.
 //!
 //! [`Cache`]: crate::Cache
 
