@@ -8,13 +8,18 @@
 //! cargo run --release -p cache-benches            # the full table (docs/benchmarks.md)
 //! cargo run -p cache-benches -- --quick           # a smoke run, as CI does
 //! cargo run --release -p cache-benches -- --section memory   # one table
+//! cargo run --release -p cache-benches -- --no-pin  # let the scheduler place threads
 //! ```
 //!
 //! Sections: `hit`, `miss`, `memory`, `invalidation`, `stampede`, `bytes`.
 //!
 //! The machine is shared and noisy, so subjects never run in long blocks one
 //! after the other: latency is sampled in rounds that rotate the subjects, and
-//! each throughput cell is the median of interleaved repetitions.
+//! each throughput cell is the median of interleaved repetitions. On a
+//! machine with two or more CPUs the full run pins `redis-server` to the last
+//! CPU and the harness to the others (with `taskset`), as a client and a
+//! server on separate machines would be: unpinned, the two migrate between
+//! cores and single-task latency is bimodal from one run to the next.
 
 mod measure;
 mod subjects;
@@ -69,27 +74,50 @@ const QUICK: Settings = Settings {
 enum Subject {
     /// (a) redis-rs `GET` + bincode, by hand.
     Floor,
+    /// (a) on a connection with redis-rs' defaults: Nagle's algorithm on.
+    FloorDefaults,
     /// (a') the floor, reading a generation key in the same `MGET`.
     FloorGeneration,
     /// (b) our `#[cached]`.
     Ours,
+    /// (b) with `RedisConfig::tcp_nodelay(false)`: Nagle on, as in (c).
+    OursDefaults,
     /// (c) the `cached` crate's `#[concurrent_cached]` on Redis.
     Cached,
 }
 
+/// One figure per subject, in [`Subject::ALL`] order.
+#[derive(Debug, Clone, Copy)]
+struct PerSubject<T>([T; Subject::ALL.len()]);
+
+impl<T: Copy> PerSubject<T> {
+    fn of(values: &[T]) -> Self {
+        PerSubject(values.try_into().expect("one value per subject"))
+    }
+
+    fn get(&self, subject: Subject) -> T {
+        let at = Subject::ALL.iter().position(|&s| s == subject);
+        self.0[at.expect("every subject is in ALL")]
+    }
+}
+
 impl Subject {
-    const ALL: [Subject; 4] = [
+    const ALL: [Subject; 6] = [
         Subject::Floor,
+        Subject::FloorDefaults,
         Subject::FloorGeneration,
         Subject::Ours,
+        Subject::OursDefaults,
         Subject::Cached,
     ];
 
     fn label(self) -> &'static str {
         match self {
             Subject::Floor => "(a) floor: redis-rs GET + bincode",
+            Subject::FloorDefaults => "(a) on redis-rs' default socket (Nagle on)",
             Subject::FloorGeneration => "(a') floor + a generation key in the same MGET",
             Subject::Ours => "(b) `#[cached]` (ours)",
+            Subject::OursDefaults => "(b) with `tcp_nodelay(false)` (Nagle on)",
             Subject::Cached => "(c) `cached` 4.1 `concurrent_cached(redis)`",
         }
     }
@@ -99,8 +127,10 @@ impl Subject {
     async fn call(self, floor: &HandWritten, id: u64) {
         let item = match self {
             Subject::Floor => floor.get(id).await,
+            Subject::FloorDefaults => floor.get_with_defaults(id).await,
             Subject::FloorGeneration => floor.get_with_generation(id).await,
             Subject::Ours => subjects::ours(id).await,
+            Subject::OursDefaults => subjects::ours_on_defaults(id).await,
             Subject::Cached => subjects::cached_crate_redis(id).await,
         };
         std::hint::black_box(item.expect("the benchmarked call failed"));
@@ -110,10 +140,10 @@ impl Subject {
 /// What the targets are judged on; filled by the sections that ran.
 #[derive(Default)]
 struct Findings {
-    /// p50 single-task hit latency, per subject (in `Subject::ALL` order).
-    hit_p50: Option<[Duration; 4]>,
+    /// p50 single-task hit latency, per subject.
+    hit_p50: Option<PerSubject<Duration>>,
     /// Hit throughput at [`TARGET_TASKS`] (or the highest concurrency run).
-    hit_rate: Option<(usize, [f64; 4])>,
+    hit_rate: Option<(usize, PerSubject<f64>)>,
     /// Nanoseconds per in-memory hit: raw moka, ours, `cached`.
     memory: Option<[Duration; 3]>,
     /// Invalidation time at the largest namespace measured.
@@ -137,14 +167,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let server = RedisServer::start();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let placement = if quick || args.iter().any(|a| a == "--no-pin") {
+        "threads not pinned".to_string()
+    } else {
+        pin(&server)
+    };
     let url = server.url();
     REDIS_URL.set(url.clone()).expect("set once");
-    let floor = HandWritten::connect(&url).await?;
+    let floor = HandWritten::connect(&url)
+        .await?
+        .with_defaults(&url)
+        .await?;
     let ours_cache = Cache::builder()
         .redis(RedisConfig::new(&url)?)
         .connect()
         .await?;
     cache_runtime::install(ours_cache.clone()).map_err(|_| "installed twice")?;
+    let on_defaults = Cache::builder()
+        .redis(RedisConfig::new(&url)?.tcp_nodelay(false))
+        .connect()
+        .await?;
+    subjects::OURS_ON_DEFAULTS
+        .set(on_defaults)
+        .map_err(|_| "set twice")?;
 
     floor.preload(0..KEYS).await?;
     for id in 0..KEYS {
@@ -153,7 +199,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!(
-        "# Benchmarks ({})\n\nredis-server {} on 127.0.0.1, {} cores, {} calls per latency row, {:?} per throughput cell.\n",
+        "# Benchmarks ({})\n\nredis-server {} on 127.0.0.1, {} cores ({placement}), {} calls per latency row, {:?} per throughput cell.\n",
         if quick {
             "quick smoke run: figures meaningless"
         } else {
@@ -165,7 +211,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .find_map(|l| l.strip_prefix("redis_version:"))
             .unwrap_or("?")
             .trim(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores,
         s.latency_calls,
         s.throughput_for,
     );
@@ -191,6 +237,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     targets(&findings);
     Ok(())
+}
+
+/// Pins `redis-server` to the last CPU and this process to the others, and
+/// says what was done, for the table's header.
+fn pin(server: &RedisServer) -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return "one CPU: threads not pinned".into();
+    }
+    let taskset = |cpus: &str, pid: u32| {
+        std::process::Command::new("taskset")
+            .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let server_cpu = (cpus - 1).to_string();
+    let harness_cpus = if cpus == 2 {
+        "0".to_string()
+    } else {
+        format!("0-{}", cpus - 2)
+    };
+    let pinned = server.pid().is_some_and(|pid| taskset(&server_cpu, pid))
+        && taskset(&harness_cpus, std::process::id());
+    if pinned {
+        format!("redis-server on CPU {server_cpu}, the harness on CPU {harness_cpus}")
+    } else {
+        eprintln!("warning: `taskset` failed or is missing (util-linux); threads not pinned");
+        "threads not pinned: taskset failed".into()
+    }
 }
 
 /// Single-task latency of each subject, sampled in rotating rounds.
@@ -236,7 +312,8 @@ async fn redis_hits(s: &Settings, floor: &HandWritten, findings: &mut Findings) 
             ratio(l.p50, all[0].p50)
         );
     }
-    findings.hit_p50 = Some([all[0].p50, all[1].p50, all[2].p50, all[3].p50]);
+    let p50: Vec<Duration> = all.iter().map(|l| l.p50).collect();
+    findings.hit_p50 = Some(PerSubject::of(&p50));
 
     println!(
         "\nThroughput, hits per second (median of {REPEATS} runs of {:?}, subjects interleaved; ratio to the floor):\n",
@@ -282,10 +359,8 @@ async fn redis_hits(s: &Settings, floor: &HandWritten, findings: &mut Findings) 
         .iter()
         .rposition(|&t| t <= TARGET_TASKS)
         .expect("a concurrency at most the target's");
-    findings.hit_rate = Some((
-        s.concurrency[at],
-        [rates[0][at], rates[1][at], rates[2][at], rates[3][at]],
-    ));
+    let at_target: Vec<f64> = rates.iter().map(|row| row[at]).collect();
+    findings.hit_rate = Some((s.concurrency[at], PerSubject::of(&at_target)));
 }
 
 async fn redis_misses(s: &Settings, floor: &HandWritten) {
@@ -507,7 +582,13 @@ async fn memory_usage(floor: &HandWritten) -> redis::RedisResult<()> {
 fn targets(f: &Findings) {
     let mut rows: Vec<(String, &str, f64, Option<bool>)> = Vec::new();
     if let Some((tasks, r)) = f.hit_rate {
-        let (vs_floor, vs_generation, vs_cached) = (r[2] / r[0], r[2] / r[1], r[2] / r[3]);
+        let ours = r.get(Subject::Ours);
+        let (vs_floor, vs_generation, vs_cached) = (
+            ours / r.get(Subject::Floor),
+            ours / r.get(Subject::FloorGeneration),
+            ours / r.get(Subject::Cached),
+        );
+        let same_socket = r.get(Subject::OursDefaults) / r.get(Subject::Cached);
         rows.push((
             format!("Redis hit throughput at {tasks} tasks, ours / floor"),
             ">= 0.90",
@@ -526,9 +607,19 @@ fn targets(f: &Findings) {
             vs_cached,
             Some(vs_cached >= 1.2),
         ));
+        rows.push((
+            format!("Redis hit throughput at {tasks} tasks, ours / `cached`, both Nagle on"),
+            "",
+            same_socket,
+            None,
+        ));
     }
     if let Some(p50) = f.hit_p50 {
-        let (vs_floor, vs_generation) = (ratio(p50[2], p50[0]), ratio(p50[2], p50[1]));
+        let ours = p50.get(Subject::Ours);
+        let (vs_floor, vs_generation) = (
+            ratio(ours, p50.get(Subject::Floor)),
+            ratio(ours, p50.get(Subject::FloorGeneration)),
+        );
         rows.push((
             "single-task Redis hit p50, ours / floor".to_owned(),
             "<= 1.10",

@@ -133,6 +133,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The process id of the running server (for `taskset`, `perf -p`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
