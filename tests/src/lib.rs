@@ -3,4 +3,6 @@
 //! The tests themselves live in `tests/`; the `cache_peer` binary in
 //! `src/bin/` plays a second process.
 
+#[cfg(doctest)]
+mod guide;
 pub mod redis_server;
