@@ -171,7 +171,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let placement = if quick || args.iter().any(|a| a == "--no-pin") {
         "threads not pinned".to_string()
     } else {
-        pin(&server)
+        pin(&server, cores)
     };
     let url = server.url();
     REDIS_URL.set(url.clone()).expect("set once");
@@ -241,8 +241,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Pins `redis-server` to the last CPU and this process to the others, and
 /// says what was done, for the table's header.
-fn pin(server: &RedisServer) -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+fn pin(server: &RedisServer, cpus: usize) -> String {
     if cpus < 2 {
         return "one CPU: threads not pinned".into();
     }

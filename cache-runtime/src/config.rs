@@ -161,21 +161,7 @@ impl RedisConfig {
     /// The URL with its password replaced by `***`: the one after `user:`,
     /// and the `pass` query parameter of a `unix://` URL.
     pub fn redacted_url(&self) -> String {
-        let mut url = self.url.clone();
-        if url.password().is_some() {
-            let _ = url.set_password(Some("***"));
-        }
-        if url.query_pairs().any(|(k, _)| k == PASS_PARAM) {
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if k == PASS_PARAM { "***".into() } else { v };
-                    (k.into_owned(), v.into_owned())
-                })
-                .collect();
-            url.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        url.to_string()
+        redact_input(self.url.as_str())
     }
 
     /// The response timeout.
@@ -289,8 +275,9 @@ impl fmt::Display for RedisConfig {
 }
 
 #[cfg(feature = "redis")]
-/// Replaces the password of something that looks like a URL, for messages
-/// about input that did not parse.
+/// Replaces the passwords of something that looks like a URL (the one after
+/// `user:`, and `pass=` in the query) with `***`: for a parsed URL, and for
+/// messages about input that did not parse.
 fn redact_input(input: &str) -> String {
     let input = &redact_pass_param(input);
     let Some(scheme_end) = input.find("://") else {
@@ -422,14 +409,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn passwords_never_show() {
-        let config = RedisConfig::new("redis://app:hunter2@cache.internal:6380/1").unwrap();
-        for shown in [
+    /// Every way a config shows its URL.
+    fn shown(config: &RedisConfig) -> [String; 3] {
+        [
             format!("{config:?}"),
             config.to_string(),
             config.redacted_url(),
-        ] {
+        ]
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let config = RedisConfig::new("redis://app:hunter2@cache.internal:6380/1").unwrap();
+        for shown in shown(&config) {
             assert!(!shown.contains("hunter2"), "{shown}");
             assert!(shown.contains("***"), "{shown}");
         }
@@ -442,11 +434,7 @@ mod tests {
     fn unix_socket_passwords_never_show() {
         let config = RedisConfig::new("unix:///run/redis.sock?db=2&pass=hunter2").unwrap();
         assert_eq!(config.password().as_deref(), Some("hunter2"));
-        for shown in [
-            format!("{config:?}"),
-            config.to_string(),
-            config.redacted_url(),
-        ] {
+        for shown in shown(&config) {
             assert!(!shown.contains("hunter2"), "{shown}");
             assert!(shown.contains("pass=***"), "{shown}");
             assert!(shown.contains("db=2"), "{shown}");
