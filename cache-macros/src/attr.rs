@@ -18,6 +18,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "version",
     "cache_none",
     "key_self",
+    "key_self_type",
     "crate",
 ];
 
@@ -36,6 +37,7 @@ pub(crate) struct RawArgs {
     pub(crate) version: Option<Given<LitInt>>,
     pub(crate) cache_none: Option<Given<LitBool>>,
     pub(crate) key_self: Option<Given<LitBool>>,
+    pub(crate) key_self_type: Option<Given<LitBool>>,
     pub(crate) krate: Option<Given<LitStr>>,
 }
 
@@ -82,6 +84,13 @@ impl RawArgs {
                 span,
                 "key_self",
                 flag(&meta, "key_self")?,
+                errors,
+            ),
+            "key_self_type" => set(
+                &mut self.key_self_type,
+                span,
+                "key_self_type",
+                flag(&meta, "key_self_type")?,
                 errors,
             ),
             "crate" => set(

@@ -11,7 +11,8 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
-use crate::spec::{Shape, Spec};
+use crate::attr::RawArgs;
+use crate::spec::{KeyArg, Shape, Spec};
 
 pub(crate) fn expand(spec: &Spec, item: &ItemFn) -> TokenStream {
     let names = Names::new(&item.sig.ident, spec.receiver);
@@ -51,47 +52,74 @@ fn call_site(spec: &Spec, function: &str, companion: bool) -> TokenStream {
     let namespace = &spec.namespace;
     let version = spec.version;
     let ttl = spec.ttl_secs.unwrap_or(0);
+    let self_type = spec.receiver || spec.key_self_type.is_some();
     quote! {
+        // Its path, as `type_name` writes it, locates the function: module,
+        // `impl` block and enclosing scopes included.
+        fn __cache_marker() {}
         static __CACHE_SITE: #krate::__private::CallSite = #krate::__private::CallSite::new(
-            #namespace, #function, ::core::module_path!(), #version, #ttl, #companion,
+            #namespace,
+            #function,
+            || ::core::any::type_name_of_val(&__cache_marker),
+            #version,
+            #ttl,
+            #companion,
+            #self_type,
         );
     }
 }
 
-/// Statements that fill `__cache_args`. `borrowed` says every key argument is
-/// already a reference (the companion's parameters).
+/// The argument expression of a key argument: a reference to it.
+fn reference(arg: &KeyArg, borrowed: bool) -> TokenStream {
+    let ident = &arg.ident;
+    if borrowed || arg.by_ref {
+        quote!(#ident)
+    } else {
+        quote_spanned!(ident.span()=> &#ident)
+    }
+}
+
+/// Statements that fill `__cache_args` and `__cache_types`. `borrowed` says
+/// every key argument is already a reference (the companion's parameters).
 fn key_statements(spec: &Spec, borrowed: bool) -> TokenStream {
     let krate = &spec.krate;
     let mut out = quote! {
         let mut __cache_args = #krate::__private::KeyArgs::new();
     };
-    if spec.receiver {
-        // Methods of different types may share a name and namespace.
-        out.extend(quote! { __cache_args.push(::core::any::type_name::<Self>()); });
-    }
     if spec.key_self {
         out.extend(quote_spanned! {spec.receiver_span=> __cache_args.push(self); });
     }
-    if spec.generic_value {
-        let value_ty = &spec.value_ty;
-        out.extend(quote! { __cache_args.push(::core::any::type_name::<#value_ty>()); });
+    for param in &spec.const_params {
+        out.extend(quote! { __cache_args.push(&#param); });
     }
     for arg in &spec.key_args {
-        let ident = &arg.ident;
-        let reference = if borrowed || arg.by_ref {
-            quote!(#ident)
-        } else {
-            quote_spanned!(ident.span()=> &#ident)
-        };
-        if arg.generic {
-            out.extend(quote! {
-                __cache_args.push(#krate::__private::type_name_of_val(#reference));
-            });
-        }
+        let reference = reference(arg, borrowed);
         // Spanned at the argument's type: an argument that is not Serialize is
         // reported there.
         out.extend(quote_spanned! {arg.ty.span()=> __cache_args.push(#reference); });
     }
+    // The concrete types of this instantiation, which the key records so
+    // that instantiations of generic code never share entries.
+    let mut types = Vec::new();
+    if spec.receiver {
+        types.push(quote!(::core::any::type_name::<Self>()));
+    } else if let Some(span) = spec.key_self_type {
+        // Spanned at the option: outside an `impl`, the error is there.
+        types.push(quote_spanned!(span=> ::core::any::type_name::<Self>()));
+    }
+    for param in &spec.type_params {
+        types.push(quote!(::core::any::type_name::<#param>()));
+    }
+    for arg in &spec.key_args {
+        let reference = reference(arg, borrowed);
+        types.push(quote!(#krate::__private::type_name_of_val(#reference)));
+    }
+    let value_ty = &spec.value_ty;
+    types.push(quote!(::core::any::type_name::<#value_ty>()));
+    let count = types.len();
+    out.extend(quote! {
+        let __cache_types: [&'static str; #count] = [#(#types),*];
+    });
     out
 }
 
@@ -132,6 +160,7 @@ fn wrapper(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
     let call = quote_spanned! {value_ty.span()=>
         #krate_at_value::__private::cached::<#value_ty, _, _>(
             &__CACHE_SITE,
+            &__cache_types,
             __cache_args,
             __cache_body,
             #krate::__private::Shape::#shape,
@@ -169,16 +198,10 @@ fn invalidate_companion(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStrea
     let site = call_site(spec, &names.function, true);
     let keys = key_statements(spec, true);
     let receiver = spec.key_self.then(|| quote!(&self,));
-    let params = spec.key_args.iter().map(|arg| {
-        let ident = &arg.ident;
-        let ty = &arg.ty;
-        match ty {
-            _ if arg.by_ref => quote!(#ident: #ty),
-            // `&impl A + B` would be ambiguous.
-            syn::Type::ImplTrait(_) | syn::Type::TraitObject(_) => quote!(#ident: &(#ty)),
-            _ => quote!(#ident: &#ty),
-        }
-    });
+    let params = spec
+        .key_args
+        .iter()
+        .map(|arg| by_reference(&arg.ident, &arg.ty));
     let doc = format!(
         "Invalidates the cached result of [`{prefix}{function}`] for these arguments.\n\n\
          Generated by `#[cached]`. When it returns `Ok`, no call returns the \
@@ -194,8 +217,67 @@ fn invalidate_companion(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStrea
         {
             #site
             #keys
-            #krate::__private::invalidate(&__CACHE_SITE, __cache_args).await
+            #krate::__private::invalidate(&__CACHE_SITE, &__cache_types, __cache_args).await
         }
+    }
+}
+
+/// A companion parameter: the key argument, by reference.
+fn by_reference(ident: &Ident, ty: &syn::Type) -> TokenStream {
+    match ty {
+        syn::Type::Reference(_) => quote!(#ident: #ty),
+        // `&impl A + B` would be ambiguous.
+        syn::Type::ImplTrait(_) | syn::Type::TraitObject(_) => quote!(#ident: &(#ty)),
+        _ => quote!(#ident: &#ty),
+    }
+}
+
+/// The companions of a function whose attribute has errors, with the
+/// signatures they would have had (as far as the options can be read), so
+/// that callers of `<fn>_invalidate` see the attribute's error and not a
+/// second, confusing one. They never run: the crate does not compile.
+pub(crate) fn placeholder_companions(raw: &RawArgs, item: &ItemFn) -> TokenStream {
+    let sig = &item.sig;
+    let receiver = sig.receiver().is_some();
+    let names = Names::new(&sig.ident, receiver);
+    let vis = &item.vis;
+    let krate: syn::Path = raw
+        .krate
+        .as_ref()
+        .and_then(|k| k.value.parse().ok())
+        .unwrap_or_else(|| syn::parse_quote!(::cache_runtime));
+    let skipped: Vec<String> = raw
+        .skip
+        .as_ref()
+        .map(|s| s.value.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    let params = sig.inputs.iter().filter_map(|arg| match arg {
+        syn::FnArg::Typed(arg) => match &*arg.pat {
+            syn::Pat::Ident(p) if !skipped.contains(&p.ident.to_string()) => {
+                Some(by_reference(&p.ident, &arg.ty))
+            }
+            _ => None,
+        },
+        syn::FnArg::Receiver(_) => None,
+    });
+    let key_self = receiver && raw.key_self.as_ref().is_some_and(|k| k.value.value);
+    let self_param = key_self.then(|| quote!(&self,));
+    let generics = &sig.generics;
+    let where_clause = &generics.where_clause;
+    let invalidate = &names.invalidate;
+    let namespace_ident = &names.namespace;
+    let namespace = raw
+        .namespace
+        .as_ref()
+        .map_or_else(|| names.function.clone(), |n| n.value.value());
+    quote! {
+        #[allow(unused_variables, clippy::unused_async)]
+        #vis async fn #invalidate #generics (#self_param #(#params),*) -> ::core::result::Result<(), #krate::Error>
+        #where_clause
+        {
+            ::core::unreachable!("#[cached] reported an error")
+        }
+        #vis const #namespace_ident: &'static str = #namespace;
     }
 }
 

@@ -201,13 +201,15 @@ fn cached_impl(
             return quote::quote! { #item #error };
         }
     };
-    match spec::Spec::new(raw, &function, &mut errors) {
+    match spec::Spec::new(&raw, &function, &mut errors) {
         Some(spec) => expand::expand(&spec, &function),
-        // Emit the function unchanged next to the errors, so that the rest of
-        // the crate (and the IDE) still sees it.
+        // Emit the function unchanged next to the errors, and its companions
+        // as placeholders, so that the rest of the crate (and the IDE) still
+        // sees them and only the attribute's errors are reported.
         None => {
             let errors = errors.to_compile_errors();
-            quote::quote! { #function #errors }
+            let companions = expand::placeholder_companions(&raw, &function);
+            quote::quote! { #function #companions #errors }
         }
     }
 }

@@ -20,6 +20,9 @@ pub(crate) struct Spec {
     pub(crate) version: u32,
     pub(crate) krate: syn::Path,
     pub(crate) key_self: bool,
+    /// `key_self_type` was given: `Self` goes among the call's types although
+    /// there is no receiver. Its span, where an error about `Self` points.
+    pub(crate) key_self_type: Option<Span>,
     pub(crate) receiver: bool,
     /// The receiver (`&self`), where errors about `self` in the key point.
     pub(crate) receiver_span: Span,
@@ -28,8 +31,11 @@ pub(crate) struct Spec {
     pub(crate) shape: Shape,
     /// The cached value's type.
     pub(crate) value_ty: Type,
-    /// The value type mentions a generic parameter.
-    pub(crate) generic_value: bool,
+    /// The function's type parameters: their concrete types go among the
+    /// call's types.
+    pub(crate) type_params: Vec<Ident>,
+    /// The function's const parameters: their values go into the key.
+    pub(crate) const_params: Vec<Ident>,
 }
 
 /// An argument that is part of the key.
@@ -38,9 +44,6 @@ pub(crate) struct KeyArg {
     pub(crate) ty: Type,
     /// Its type is a reference (`&T`), so the binding is already borrowed.
     pub(crate) by_ref: bool,
-    /// Its type depends on generics or is `impl Trait`: the key records the
-    /// concrete type, so that two instantiations never share an entry.
-    pub(crate) generic: bool,
 }
 
 /// Which results are cached.
@@ -55,7 +58,7 @@ pub(crate) enum Shape {
 }
 
 impl Spec {
-    pub(crate) fn new(raw: RawArgs, item: &ItemFn, errors: &mut Errors) -> Option<Spec> {
+    pub(crate) fn new(raw: &RawArgs, item: &ItemFn, errors: &mut Errors) -> Option<Spec> {
         let sig = &item.sig;
         if let Some(constness) = &sig.constness {
             errors.push(syn::Error::new(
@@ -77,12 +80,6 @@ impl Spec {
                 "#[cached] does not support variadic functions",
             ));
         }
-
-        let generics: HashSet<String> = sig
-            .generics
-            .type_params()
-            .map(|p| p.ident.to_string())
-            .collect();
 
         let namespace = namespace(raw.namespace.as_ref(), &sig.ident, errors);
         let ttl_secs = raw.ttl.as_ref().and_then(|t| ttl(t, errors));
@@ -112,7 +109,19 @@ impl Spec {
         };
         let cache_none = raw.cache_none.as_ref().is_some_and(|b| b.value.value);
         let key_self = raw.key_self.as_ref().is_some_and(|b| b.value.value);
+        let key_self_type = raw
+            .key_self_type
+            .as_ref()
+            .filter(|b| b.value.value)
+            .map(|b| b.span);
         let receiver = sig.receiver().is_some();
+        if let (Some(span), true) = (key_self_type, receiver) {
+            errors.push(syn::Error::new(
+                span,
+                "`key_self_type` is implied for methods with a `self` receiver: the type of \
+                 `Self` is always in their key; remove it",
+            ));
+        }
         let receiver_span = sig.receiver().map_or_else(Span::call_site, Spanned::span);
         if key_self && !receiver {
             errors.push(syn::Error::new(
@@ -121,7 +130,7 @@ impl Spec {
             ));
         }
 
-        let (key_args, skipped) = arguments(sig, raw.skip.as_ref(), &generics, errors);
+        let (key_args, skipped) = arguments(sig, raw.skip.as_ref(), errors);
         let shape_and_value = shape(&sig.output, cache_none, sig.span(), errors);
         if let (Some(given), Some((Shape::Result, _) | (Shape::Value, _))) =
             (raw.cache_none.as_ref(), shape_and_value.as_ref())
@@ -133,7 +142,16 @@ impl Spec {
             ));
         }
         let (shape, value_ty) = shape_and_value?;
-        let generic_value = mentions_generics(&value_ty, &generics);
+        let type_params = sig
+            .generics
+            .type_params()
+            .map(|p| p.ident.clone())
+            .collect();
+        let const_params = sig
+            .generics
+            .const_params()
+            .map(|p| p.ident.clone())
+            .collect();
 
         Some(Spec {
             namespace: namespace?,
@@ -141,13 +159,15 @@ impl Spec {
             version: version?,
             krate: krate?,
             key_self,
+            key_self_type,
             receiver,
             receiver_span,
             key_args,
             skipped,
             shape,
             value_ty,
-            generic_value,
+            type_params,
+            const_params,
         })
         .filter(|_| errors.is_empty())
     }
@@ -240,7 +260,6 @@ fn ttl(given: &Given<syn::Lit>, errors: &mut Errors) -> Option<Option<u64>> {
 fn arguments(
     sig: &syn::Signature,
     skip: Option<&Given<Vec<Ident>>>,
-    generics: &HashSet<String>,
     errors: &mut Errors,
 ) -> (Vec<KeyArg>, Vec<Ident>) {
     let skip_names = skip.map(|s| s.value.as_slice()).unwrap_or_default();
@@ -279,7 +298,6 @@ fn arguments(
         }
         key_args.push(KeyArg {
             by_ref: matches!(&*arg.ty, Type::Reference(_)),
-            generic: mentions_generics(&arg.ty, generics),
             ident,
             ty: (*arg.ty).clone(),
         });
@@ -386,37 +404,4 @@ fn unsupported_in_value(ty: &Type) -> Option<(Span, &'static str)> {
     let mut finder = Finder(None);
     finder.visit_type(ty);
     finder.0
-}
-
-fn mentions_generics(ty: &Type, generics: &HashSet<String>) -> bool {
-    struct Finder<'a> {
-        generics: &'a HashSet<String>,
-        found: bool,
-    }
-    impl<'ast> Visit<'ast> for Finder<'_> {
-        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
-            self.found = true;
-        }
-        fn visit_path(&mut self, path: &'ast syn::Path) {
-            if let Some(first) = path.segments.first() {
-                let name = first.ident.to_string();
-                // Type parameters of an enclosing `impl<T>` are invisible to an
-                // attribute on one of its functions; treat names shaped like
-                // type parameters (`T`, `K`, `V2`) as generic too.
-                let looks_generic = path.segments.len() == 1
-                    && name.len() <= 2
-                    && name.starts_with(|c: char| c.is_ascii_uppercase());
-                if self.generics.contains(&name) || looks_generic {
-                    self.found = true;
-                }
-            }
-            syn::visit::visit_path(self, path);
-        }
-    }
-    let mut finder = Finder {
-        generics,
-        found: false,
-    };
-    finder.visit_type(ty);
-    finder.found
 }

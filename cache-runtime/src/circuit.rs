@@ -6,6 +6,11 @@
 //! Half-open: one call probes the backend; success closes the circuit, failure
 //! opens it again for twice as long, up to the cap. The first open period is the
 //! base, so recovery follows the same capped exponential backoff as reconnects.
+//!
+//! A probe is a [`Permit`] that must be resolved: a probe whose future is
+//! dropped before it answers (a cancelled request, a timeout around the call)
+//! counts as a failed probe in its `Drop`, so the circuit backs off and
+//! probes again instead of waiting forever for an answer that never comes.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
@@ -77,24 +82,40 @@ impl Circuit {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a call may use the backend now.
-    pub(crate) fn allow(&self) -> bool {
+    /// Whether a call may use the backend now: a permit to report the
+    /// operation's result with, or `None` while the circuit is open.
+    pub(crate) fn allow(&self) -> Option<Permit<'_>> {
         if !self.tripped.load(Relaxed) {
-            return true;
+            return Some(Permit {
+                circuit: self,
+                probe: false,
+            });
         }
         let mut state = self.state();
         if state.probing || Instant::now() < state.until {
-            return false;
+            return None;
         }
         state.probing = true;
-        true
+        Some(Permit {
+            circuit: self,
+            probe: true,
+        })
+    }
+
+    /// A permit for an operation that runs whether the circuit is open or
+    /// not (a health check), and whose answer counts all the same.
+    pub(crate) fn bypass(&self) -> Permit<'_> {
+        Permit {
+            circuit: self,
+            probe: false,
+        }
     }
 
     pub(crate) fn is_open(&self) -> bool {
         self.tripped.load(Relaxed)
     }
 
-    pub(crate) fn success(&self) -> Transition {
+    fn success(&self) -> Transition {
         if !self.tripped.load(Relaxed) {
             if self.failures.load(Relaxed) != 0 {
                 self.failures.store(0, Relaxed);
@@ -112,7 +133,7 @@ impl Circuit {
         }
     }
 
-    pub(crate) fn failure(&self) -> Transition {
+    fn failure(&self) -> Transition {
         if !self.tripped.load(Relaxed) {
             let failures = self.failures.fetch_add(1, Relaxed) + 1;
             if failures < self.config.threshold {
@@ -139,6 +160,35 @@ impl Circuit {
     }
 }
 
+/// Leave to use the backend for one operation; report its result with
+/// [`success`](Self::success) or [`failure`](Self::failure). A probe dropped
+/// unresolved counts as a failed one.
+#[must_use]
+pub(crate) struct Permit<'a> {
+    circuit: &'a Circuit,
+    probe: bool,
+}
+
+impl Permit<'_> {
+    pub(crate) fn success(mut self) -> Transition {
+        self.probe = false;
+        self.circuit.success()
+    }
+
+    pub(crate) fn failure(mut self) -> Transition {
+        self.probe = false;
+        self.circuit.failure()
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            let _ = self.circuit.failure();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,38 +204,56 @@ mod tests {
     #[test]
     fn opens_after_consecutive_failures_only() {
         let c = circuit(3, 10_000, 10_000);
-        assert_eq!(c.failure(), Transition::None);
-        assert_eq!(c.failure(), Transition::None);
-        c.success();
-        assert_eq!(c.failure(), Transition::None);
-        assert_eq!(c.failure(), Transition::None);
-        assert!(c.allow());
-        assert_eq!(c.failure(), Transition::Opened(Duration::from_secs(10)));
-        assert!(!c.allow());
+        let fail = |c: &Circuit| c.allow().expect("closed").failure();
+        assert_eq!(fail(&c), Transition::None);
+        assert_eq!(fail(&c), Transition::None);
+        assert_eq!(c.allow().unwrap().success(), Transition::None);
+        assert_eq!(fail(&c), Transition::None);
+        assert_eq!(fail(&c), Transition::None);
+        assert_eq!(fail(&c), Transition::Opened(Duration::from_secs(10)));
+        assert!(c.allow().is_none());
         assert!(c.is_open());
     }
 
     #[test]
     fn half_open_probe_closes_or_backs_off() {
         let c = circuit(1, 1, 4);
-        assert_eq!(c.failure(), Transition::Opened(Duration::from_millis(1)));
-        std::thread::sleep(Duration::from_millis(3));
-        assert!(c.allow(), "the probe goes");
-        assert!(!c.allow(), "one probe at a time");
-        assert_eq!(c.failure(), Transition::Opened(Duration::from_millis(2)));
-        std::thread::sleep(Duration::from_millis(3));
-        assert!(c.allow());
-        assert_eq!(c.failure(), Transition::Opened(Duration::from_millis(4)));
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(c.allow());
         assert_eq!(
-            c.failure(),
+            c.allow().unwrap().failure(),
+            Transition::Opened(Duration::from_millis(1))
+        );
+        std::thread::sleep(Duration::from_millis(3));
+        let probe = c.allow().expect("the probe goes");
+        assert!(c.allow().is_none(), "one probe at a time");
+        assert_eq!(
+            probe.failure(),
+            Transition::Opened(Duration::from_millis(2))
+        );
+        std::thread::sleep(Duration::from_millis(3));
+        assert_eq!(
+            c.allow().unwrap().failure(),
+            Transition::Opened(Duration::from_millis(4))
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            c.allow().unwrap().failure(),
             Transition::Opened(Duration::from_millis(4)),
             "capped"
         );
         std::thread::sleep(Duration::from_millis(5));
-        assert!(c.allow());
-        assert_eq!(c.success(), Transition::Closed);
-        assert!(c.allow() && c.allow());
+        assert_eq!(c.allow().unwrap().success(), Transition::Closed);
+        assert!(c.allow().is_some() && c.allow().is_some());
+    }
+
+    #[test]
+    fn a_dropped_probe_counts_as_a_failed_one() {
+        let c = circuit(1, 1, 4);
+        let _ = c.allow().unwrap().failure();
+        std::thread::sleep(Duration::from_millis(3));
+        drop(c.allow().expect("the probe goes"));
+        assert!(c.is_open());
+        // The circuit backed off (2 ms) instead of waiting for the lost probe.
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(c.allow().expect("probes again").success() == Transition::Closed);
     }
 }

@@ -44,7 +44,6 @@ pub(crate) fn ttl_var(name: &str) -> Result<Option<Duration>> {
     }
 }
 
-#[cfg(feature = "redis")]
 pub(crate) fn bool_var(name: &str) -> Result<Option<bool>> {
     let Some(text) = var(name) else {
         return Ok(None);

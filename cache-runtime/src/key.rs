@@ -1,11 +1,20 @@
 //! Key derivation: from a function's identity and its key arguments to the string
 //! a backend stores the entry under.
 //!
-//! Layout: `{prefix}:{{namespace}:{shard}}:{function}:v{version}:{args}`, for
-//! example `cache:{users:0a}:app.get_user:v0:%05alice`. The part in braces is a
-//! Redis Cluster hash tag: an entry and the generation counter of its shard
-//! (`{prefix}:{{namespace}:{shard}}:gen`) always live in the same slot, while the
-//! 16 shards of a namespace spread over the cluster.
+//! Layout of a cached function's keys:
+//! `{prefix}:{{namespace}:{shard}}:{function}:v{version}.{types}:{args}`, for
+//! example `cache:{users:0a}:app.get_user:v0.5e1f0c2a9b3d:%05alice`. The part
+//! in braces is a Redis Cluster hash tag: an entry and the state of its shard
+//! (`{prefix}:{{namespace}:{shard}}:gen`) always live in the same slot, while
+//! the 16 shards of a namespace spread over the cluster.
+//!
+//! `{function}` is the function's path as the compiler names it (`app.db.get_user`,
+//! `app.Repo.by_name`, `app.Labels<_>.label`), so functions in different
+//! modules, `impl` blocks or nested scopes never share keys. `{types}` is a
+//! hash of the concrete types the call was instantiated with (`Self`, the
+//! function's type parameters, the key arguments' and the value's types), so
+//! two instantiations of generic code never share keys either. See
+//! `docs/decisions/0009-function-identity.md`.
 //!
 //! Injectivity, which keeps one argument from reading another's entry, rests on
 //! three facts: namespaces, prefixes and function ids cannot contain `:` or
@@ -179,43 +188,25 @@ impl CacheKey {
                 reason: "it must be non-empty, without `:`, braces or whitespace",
             });
         }
-        Ok(CacheKey::from_parts(
+        Ok(CacheKey::from_segment(
             prefix,
             namespace,
-            function,
-            version,
+            &format!(":{function}:v{version}:"),
             &args.finish()?,
         ))
     }
 
-    /// [`CacheKey::new`] for parts that are already checked.
-    pub(crate) fn from_parts(
-        prefix: &str,
-        namespace: &Namespace,
-        function: &str,
-        version: u32,
-        args: &[u8],
-    ) -> CacheKey {
-        CacheKey::from_segment(
-            prefix,
-            namespace,
-            &function_segment(function, version),
-            function,
-            args,
-        )
-    }
-
-    /// Builds the key from a precomputed [`function_segment`]; the hot path,
-    /// so it avoids `format!`.
+    /// Builds the key from the part between shard and arguments (a call
+    /// site's precomputed segment, `:{function}:v{version}.{types}:`); the
+    /// hot path, so it avoids `format!`.
     pub(crate) fn from_segment(
         prefix: &str,
         namespace: &Namespace,
         segment: &str,
-        function: &str,
         args: &[u8],
     ) -> CacheKey {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let shard = shard_of(function, args);
+        let shard = shard_of(segment, args);
         let mut text = String::with_capacity(
             prefix.len() + namespace.as_str().len() + segment.len() + args.len() * 3 + 8,
         );
@@ -275,11 +266,11 @@ pub(crate) fn namespace_shards(prefix: &str, namespace: &Namespace) -> Vec<Strin
         .collect()
 }
 
-/// Picks the shard by FNV-1a over the function id and arguments. Distribution
-/// only: a collision costs nothing but a shared generation counter.
-fn shard_of(function: &str, args: &[u8]) -> u8 {
+/// Picks the shard by FNV-1a over the function's segment and arguments.
+/// Distribution only: a collision costs nothing but a shared shard state.
+fn shard_of(segment: &str, args: &[u8]) -> u8 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in function.as_bytes().iter().chain([0xFF].iter()).chain(args) {
+    for &b in segment.as_bytes().iter().chain([0xFF].iter()).chain(args) {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -307,17 +298,88 @@ fn push_args(out: &mut String, args: &[u8]) {
     }
 }
 
-/// The part of a key between the shard and the arguments: `:{function}:v{version}:`.
-pub(crate) fn function_segment(function: &str, version: u32) -> String {
-    format!(":{function}:v{version}:")
+/// The part of a cached function's keys between the shard and the
+/// arguments: `:{function}:v{version}.{types}:`, `types` being a hash of the
+/// normalized names of the instantiation's types (see [`normalize_type`]).
+pub(crate) fn function_segment(function: &str, version: u32, types: &[&str]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for name in types {
+        hasher.update(normalize_type(name).as_bytes());
+        hasher.update(b"\0");
+    }
+    let hash = hasher.finalize();
+    let hex = hash.to_hex();
+    format!(":{function}:v{version}.{}:", &hex.as_str()[..12])
 }
 
-/// Turns a `module_path!()` into a key segment: `app::db` becomes `app.db`.
-pub(crate) fn function_id(module_path: &str, function: &str) -> String {
-    let mut id = module_path.replace("::", ".");
-    id.push('.');
-    id.push_str(function);
-    id
+/// A type name as a key argument's type contributes it: references and
+/// smart pointers removed, owned and borrowed strings made one. Values of
+/// these types serialize to the same bytes as what they point to, so
+/// `f(String::from("a"))` and `f_invalidate(&"a")` meet on one entry.
+pub(crate) fn normalize_type(name: &str) -> &str {
+    let mut name = name.trim();
+    loop {
+        let before = name;
+        name = name.strip_prefix("&mut ").unwrap_or(name);
+        name = name.strip_prefix('&').unwrap_or(name);
+        for wrapper in [
+            "alloc::boxed::Box<",
+            "alloc::sync::Arc<",
+            "alloc::rc::Rc<",
+            "alloc::borrow::Cow<",
+        ] {
+            if let Some(inner) = name.strip_prefix(wrapper).and_then(|n| n.strip_suffix('>')) {
+                name = inner;
+            }
+        }
+        if name == "alloc::string::String" {
+            name = "str";
+        }
+        if name == before {
+            return name;
+        }
+    }
+}
+
+/// The longest function id kept as it is; longer ones (generic impls of
+/// long types) keep their last segment and a hash of the whole.
+const FUNCTION_ID_MAX: usize = 96;
+
+/// Turns a function's path, as `type_name` writes it (`app::db::Repo<_>::get`),
+/// into a key segment: `app.db.Repo<_>.get`. `::` becomes `.`, spaces go,
+/// and anything that could break the key's layout (`:`, braces, `%`,
+/// whitespace, non-ASCII) is escaped as `%XX`, which keeps ids injective.
+pub(crate) fn function_id(path: &str) -> String {
+    let mut id = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("::") {
+            id.push('.');
+            rest = after;
+            continue;
+        }
+        rest = &rest[c.len_utf8()..];
+        match c {
+            ' ' => {}
+            ':' | '{' | '}' | '%' => push_escaped(&mut id, c),
+            c if c.is_ascii_graphic() => id.push(c),
+            c => push_escaped(&mut id, c),
+        }
+    }
+    if id.len() <= FUNCTION_ID_MAX {
+        return id;
+    }
+    let last = id.rsplit('.').next().unwrap_or_default();
+    let last = &last[..last.len().min(48)];
+    let hash = blake3::hash(id.as_bytes());
+    format!("{last}#{}", &hash.to_hex().as_str()[..16])
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    let mut buf = [0; 4];
+    for b in c.encode_utf8(&mut buf).bytes() {
+        out.push_str(&format!("%{b:02X}"));
+    }
 }
 
 #[cfg(test)]
@@ -325,11 +387,10 @@ mod tests {
     use super::*;
 
     fn key(args: &[u8]) -> CacheKey {
-        CacheKey::from_parts(
+        CacheKey::from_segment(
             "cache",
             &Namespace::new("users").unwrap(),
-            "app.get",
-            0,
+            ":app.get:v0:",
             args,
         )
     }
@@ -373,10 +434,46 @@ mod tests {
     }
 
     #[test]
-    fn function_ids_have_no_colons() {
-        assert_eq!(function_id("app::db", "get"), "app.db.get");
+    fn function_ids_are_paths_without_colons() {
+        assert_eq!(function_id("app::db::get"), "app.db.get");
+        assert_eq!(function_id("app::Repo<_>::get"), "app.Repo<_>.get");
+        assert_eq!(
+            function_id("app::P<alloc::vec::Vec<u8>, (u8, &str)>::f"),
+            "app.P<alloc.vec.Vec<u8>,(u8,&str)>.f"
+        );
+        assert_eq!(function_id("<dyn app::T>::f"), "<dynapp.T>.f");
+        assert_eq!(function_id("a:b{c}%é"), "a%3Ab%7Bc%7D%25%C3%A9");
+        let long = format!("app::{}::f", "X".repeat(200));
+        let id = function_id(&long);
+        assert!(id.len() < FUNCTION_ID_MAX && id.starts_with("f#"), "{id}");
+        assert_ne!(id, function_id(&format!("app::{}::f", "Y".repeat(200))));
         let ns = Namespace::new("n").unwrap();
         assert!(CacheKey::new("p", &ns, "a:b", 0, KeyArgs::new()).is_err());
         assert!(CacheKey::new("p{", &ns, "a", 0, KeyArgs::new()).is_err());
+    }
+
+    #[test]
+    fn types_are_normalized_and_hashed() {
+        assert_eq!(normalize_type("&alloc::string::String"), "str");
+        assert_eq!(normalize_type("&&str"), "str");
+        assert_eq!(normalize_type("alloc::borrow::Cow<str>"), "str");
+        assert_eq!(
+            normalize_type("alloc::sync::Arc<app::UserId>"),
+            "app::UserId"
+        );
+        assert_eq!(normalize_type("&mut u64"), "u64");
+        assert_eq!(normalize_type("alloc::vec::Vec<u8>"), "alloc::vec::Vec<u8>");
+        let segment = |types: &[&str]| function_segment("app.f", 0, types);
+        assert_eq!(
+            segment(&["&str", "u64"]),
+            segment(&["alloc::string::String", "u64"])
+        );
+        assert_ne!(segment(&["app::UserId"]), segment(&["app::GroupId"]));
+        assert_ne!(segment(&["a", "bc"]), segment(&["ab", "c"]));
+        assert!(
+            segment(&["u64"]).starts_with(":app.f:v0."),
+            "{}",
+            segment(&["u64"])
+        );
     }
 }

@@ -103,29 +103,32 @@ mod backend;
 mod cache;
 mod call;
 mod circuit;
-mod codec;
 mod config;
-pub mod entry;
+mod entry;
 mod error;
-mod flight;
 mod global;
 mod key;
 mod site;
 mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(feature = "redis")]
 pub use backend::RedisBackend;
-pub use backend::{Backend, Lookup, MemoryBackend, MemoryBackendBuilder, PutCondition, PutOutcome};
-pub use cache::{Cache, CacheBuilder, DEFAULT_PREFIX, DEFAULT_TTL, Health};
+pub use backend::{
+    Backend, Generation, Lookup, MemoryBackend, MemoryBackendBuilder, PutCondition, PutOutcome,
+    ShardState, Stored, Version,
+};
+pub use cache::{Cache, CacheBuilder, DEFAULT_PREFIX, DEFAULT_TTL, Health, MAX_TTL};
 pub use circuit::CircuitConfig;
-#[cfg(feature = "postcard")]
-pub use codec::Postcard;
-pub use codec::{Bincode, Codec, CodecKind};
 #[cfg(feature = "redis")]
 pub use config::{DEFAULT_REDIS_URL, RedisConfig};
+#[cfg(feature = "postcard")]
+pub use entry::codec::Postcard;
+pub use entry::codec::{Bincode, Codec, CodecKind};
 pub use error::{Error, Result};
 pub use global::{current, global, install};
-pub use key::{CacheKey, INLINE_ARGS_MAX, Namespace, SHARDS};
+pub use key::{CacheKey, INLINE_ARGS_MAX, KeyArgs, Namespace, SHARDS};
 pub use stats::{NamespaceStats, Stats};
 
 #[doc(inline)]
@@ -158,11 +161,12 @@ pub mod __private {
 
     use serde::{Serialize, de::DeserializeOwned};
 
-    use crate::key::CacheKey;
-
-    /// Runs one call of a cached function on the current cache.
+    /// Runs one call of a cached function on the current cache. `types` are
+    /// the names of the call's concrete types (`Self`, type parameters, key
+    /// arguments, value), which tell instantiations of generic code apart.
     pub async fn cached<T, R, F>(
         site: &'static CallSite,
+        types: &[&'static str],
         args: KeyArgs,
         body: F,
         shape: Shape<T, R>,
@@ -172,26 +176,22 @@ pub mod __private {
         F: Future<Output = R>,
     {
         crate::global::Current::get()
-            .call(site, args, body, shape)
+            .call(site, types, args, body, shape)
             .await
     }
 
     /// Invalidates the entry of one argument tuple on the current cache.
-    pub async fn invalidate(site: &'static CallSite, args: KeyArgs) -> crate::Result<()> {
+    pub async fn invalidate(
+        site: &'static CallSite,
+        types: &[&'static str],
+        args: KeyArgs,
+    ) -> crate::Result<()> {
         let cache = crate::current();
-        let state = site.state();
-        let key = CacheKey::from_parts(
-            cache.prefix(),
-            &state.namespace,
-            &state.function_id,
-            site.version(),
-            &args.finish()?,
-        );
-        let ttl = site.ttl(cache.inner.default_ttl);
-        cache.invalidate_key(&key, ttl).await
+        let key = site.key(cache.prefix(), types, &args.finish()?);
+        cache.invalidate_key(&key).await
     }
 
-    /// The type of a value, for generic and `impl Trait` key arguments.
+    /// The type of a value, for the names of the call's types.
     pub fn type_name_of_val<T: ?Sized>(_: &T) -> &'static str {
         std::any::type_name::<T>()
     }

@@ -335,14 +335,16 @@ async fn fail_open(id: u64) -> Result<User, String> {
 
 #[tokio::test]
 async fn a_dead_backend_never_fails_the_call() {
-    let backend = Arc::new(common::Switchable::default());
+    let backend = Arc::new(common::Faulty::new(Arc::new(
+        cache_runtime::MemoryBackend::new(),
+    )));
     let cache = Cache::builder()
         .shared_backend(backend.clone())
         .build()
         .unwrap();
     cache
         .scope(async {
-            backend.set_down(true);
+            backend.set_all(common::Mode::Fail);
             for _ in 0..50 {
                 assert_eq!(fail_open(1).await, Ok(user(1)));
             }
@@ -366,7 +368,7 @@ async fn a_dead_backend_never_fails_the_call() {
             assert!(!health.healthy && health.circuit_open);
 
             // Back up: a half-open probe closes the circuit and caching resumes.
-            backend.set_down(false);
+            backend.set_all(common::Mode::Pass);
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while cache_runtime::stats().namespace("fail-open").hits == 0 {
                 assert!(
@@ -401,7 +403,7 @@ async fn configuration_errors_name_the_problem() {
 #[tokio::test]
 async fn health_is_serializable() {
     let health = Cache::memory().health().await;
-    assert!(health.healthy && health.connected);
+    assert!(health.healthy && !health.circuit_open);
     assert_eq!(health.backend, "memory");
     let json = serde_json::to_value(&health).unwrap();
     assert_eq!(json["healthy"], true);

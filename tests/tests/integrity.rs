@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cache_runtime::__private::KeyArgs;
-use cache_runtime::entry::{self, Generation};
-use cache_runtime::{Backend, Cache, CacheKey, CodecKind, MemoryBackend, Namespace, cached};
+use cache_runtime::testing;
+use cache_runtime::{
+    Backend, Cache, CacheKey, CodecKind, Generation, KeyArgs, MemoryBackend, Namespace, cached,
+};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -39,102 +40,76 @@ async fn get_profile(id: u64) -> Profile {
     }
 }
 
-/// The key `get_profile(id)` uses in `cache`.
-fn profile_key(cache: &Cache, id: u64) -> CacheKey {
-    let mut args = KeyArgs::new();
-    args.push(&id);
-    let function = format!("{}.get_profile", module_path!().replace("::", "."));
-    CacheKey::new(
-        cache.prefix(),
-        &Namespace::new("profiles").unwrap(),
-        &function,
-        0,
-        args,
-    )
-    .unwrap()
+/// A cache on its own memory backend, after one call of `get_profile(id)`:
+/// the backend, the cache, and the key and generation of that call's entry.
+async fn profile_entry(id: u64) -> (Arc<MemoryBackend>, Cache, String, Generation) {
+    let backend = Arc::new(MemoryBackend::new());
+    let cache = Cache::builder()
+        .shared_backend(backend.clone())
+        .build()
+        .unwrap();
+    cache.scope(get_profile(id)).await;
+    let keys = backend.keys();
+    let [key] = keys.as_slice() else {
+        panic!("one call left {keys:?}")
+    };
+    let generation = backend.shard_of(key).expect("a shard state").generation;
+    (backend.clone(), cache, key.clone(), generation)
+}
+
+fn profile(id: u64) -> Profile {
+    Profile {
+        id,
+        email: format!("{id}@example.com"),
+    }
 }
 
 #[tokio::test]
 async fn an_entry_of_an_older_schema_is_a_miss_then_replaced() {
-    let backend = Arc::new(MemoryBackend::new());
-    let cache = Cache::builder()
-        .shared_backend(backend.clone())
-        .build()
-        .unwrap();
-    let key = profile_key(&cache, 7);
-
+    let (backend, cache, key, generation) = profile_entry(7).await;
     // What the previous release left: a well-formed entry of ProfileV1 under the
     // very key the new release reads, in the current generation.
-    let generation = backend.generation(key.shard()).await.unwrap();
     let old = ProfileV1 {
         id: 7,
         name: "Mallory".into(),
     };
-    let fingerprint = entry::fingerprint::<ProfileV1>();
-    let stale = entry::seal(
-        CodecKind::Bincode,
-        fingerprint,
-        generation,
-        Duration::from_secs(60),
-        &old,
-    )
-    .unwrap();
-    backend
-        .set(&key, stale, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let stale = testing::seal(CodecKind::Bincode, generation, TTL, &old).unwrap();
+    backend.set_raw(&key, stale, TTL);
 
-    let expected = Profile {
-        id: 7,
-        email: "7@example.com".into(),
-    };
     let runs = PROFILE_RUNS.of(7);
     assert_eq!(
         cache.scope(get_profile(7)).await,
-        expected,
+        profile(7),
         "decoded another schema"
     );
     assert_eq!(PROFILE_RUNS.of(7), runs + 1);
     // Repaired: the next call is a hit on the new schema.
-    assert_eq!(cache.scope(get_profile(7)).await, expected);
+    assert_eq!(cache.scope(get_profile(7)).await, profile(7));
     assert_eq!(PROFILE_RUNS.of(7), runs + 1);
     let stats = cache.stats().namespace("profiles");
-    assert_eq!((stats.hits, stats.misses, stats.errors), (1, 1, 0));
+    assert_eq!((stats.hits, stats.misses, stats.errors), (1, 2, 0));
 }
+
+const TTL: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn a_garbage_entry_is_a_miss_then_repaired() {
-    let backend = Arc::new(MemoryBackend::new());
-    let cache = Cache::builder()
-        .shared_backend(backend.clone())
-        .build()
-        .unwrap();
-    let key = profile_key(&cache, 8);
-    let expected = Profile {
-        id: 8,
-        email: "8@example.com".into(),
-    };
+    let (backend, cache, key, _) = profile_entry(8).await;
     for garbage in [
         &b"garbage"[..],
-        &[0xCA, 1, 1, 0][..],
+        &[0xCA, 2, 1, 0][..],
         &[0xCAu8; 64][..],
         &[][..],
     ] {
-        backend
-            .set_raw(
-                key.as_str(),
-                Bytes::copy_from_slice(garbage),
-                Duration::from_secs(60),
-            )
-            .await;
+        backend.set_raw(&key, Bytes::copy_from_slice(garbage), TTL);
         let runs = PROFILE_RUNS.of(8);
-        assert_eq!(cache.scope(get_profile(8)).await, expected);
+        assert_eq!(cache.scope(get_profile(8)).await, profile(8));
         assert_eq!(
             PROFILE_RUNS.of(8),
             runs + 1,
             "garbage {garbage:?} was a hit"
         );
-        assert_eq!(cache.scope(get_profile(8)).await, expected);
+        assert_eq!(cache.scope(get_profile(8)).await, profile(8));
         assert_eq!(
             PROFILE_RUNS.of(8),
             runs + 1,
@@ -157,52 +132,29 @@ async fn an_entry_of_another_codec_is_a_miss() {
         .codec(CodecKind::Postcard)
         .build()
         .unwrap();
-    let expected = get_profile_uncached(9);
     let runs = PROFILE_RUNS.of(9);
-    assert_eq!(bincode.scope(get_profile(9)).await, expected);
-    assert_eq!(postcard.scope(get_profile(9)).await, expected);
+    assert_eq!(bincode.scope(get_profile(9)).await, profile(9));
+    assert_eq!(postcard.scope(get_profile(9)).await, profile(9));
     assert_eq!(
         PROFILE_RUNS.of(9),
         runs + 2,
         "postcard read a bincode entry"
     );
-    assert_eq!(postcard.scope(get_profile(9)).await, expected);
+    assert_eq!(postcard.scope(get_profile(9)).await, profile(9));
     assert_eq!(PROFILE_RUNS.of(9), runs + 2, "postcard did not cache");
-}
-
-fn get_profile_uncached(id: u64) -> Profile {
-    Profile {
-        id,
-        email: format!("{id}@example.com"),
-    }
 }
 
 #[tokio::test]
 async fn a_stale_generation_is_a_miss() {
-    let backend = Arc::new(MemoryBackend::new());
-    let cache = Cache::builder()
-        .shared_backend(backend.clone())
-        .build()
-        .unwrap();
-    let key = profile_key(&cache, 10);
-    let generation = backend.generation(key.shard()).await.unwrap();
+    let (backend, cache, key, generation) = profile_entry(10).await;
     let wrong = Generation(generation.0.wrapping_add(1));
-    let entry = entry::seal(
-        CodecKind::Bincode,
-        entry::fingerprint::<Profile>(),
-        wrong,
-        Duration::from_secs(60),
-        &Profile {
-            id: 10,
-            email: "stale".into(),
-        },
-    )
-    .unwrap();
-    backend
-        .set(&key, entry, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(cache.scope(get_profile(10)).await, get_profile_uncached(10));
+    let stale = Profile {
+        id: 10,
+        email: "stale".into(),
+    };
+    let entry = testing::seal(CodecKind::Bincode, wrong, TTL, &stale).unwrap();
+    backend.set_raw(&key, entry, TTL);
+    assert_eq!(cache.scope(get_profile(10)).await, profile(10));
 }
 
 /// Strings that try to break out of their place in a key.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, RedisBackend, RedisConfig, cached};
@@ -48,7 +48,7 @@ async fn redis_backend_conforms() {
     let backend = RedisBackend::connect(RedisConfig::new(&server.url()).unwrap())
         .await
         .unwrap();
-    common::conformance::run_all(Arc::new(backend), "conf").await;
+    cache_runtime::testing::conformance::run_all(Arc::new(backend), "conf").await;
 }
 
 /// `tcp_nodelay(false)` only changes how commands are packed into segments:
@@ -59,7 +59,7 @@ async fn redis_backend_conforms_with_nagle() {
     let config = RedisConfig::new(&server.url()).unwrap().tcp_nodelay(false);
     assert!(format!("{config:?}").contains("tcp_nodelay: false"));
     let backend = RedisBackend::connect(config).await.unwrap();
-    common::conformance::run_all(Arc::new(backend), "conf").await;
+    cache_runtime::testing::conformance::run_all(Arc::new(backend), "conf").await;
 }
 
 fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
@@ -383,31 +383,10 @@ async fn namespace_invalidation_is_independent_of_size() {
     );
 }
 
-/// A `tracing` writer into a buffer, to read what was logged.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn passwords_never_reach_logs_or_errors() {
     let server = RedisServer::start_with(&["--requirepass", "right-pw"]);
-    let captured = Captured::default();
+    let captured = common::Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(captured.clone())
         .with_max_level(tracing::Level::TRACE)
@@ -425,7 +404,7 @@ async fn passwords_never_reach_logs_or_errors() {
         .connect()
         .await
         .unwrap_err();
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("cache read failed"),
         "nothing was logged: {logs}"

@@ -1,48 +1,85 @@
 //! The in-process backend, on moka. Always built; the default when nothing else
 //! is configured.
+//!
+//! Entries and shard states live in two bounded moka caches: entries by the
+//! configured bound, shard states by a fixed one (65,536 shards, 4,096
+//! namespaces' worth), so that neither crowds the other out. A shard's state
+//! is read on every hit of the shard, so a used one stays; a lost one only
+//! costs its shard's entries a miss. Reads take no lock. Writes are serialized where the conditional store needs it:
+//! a store and an invalidation of the same key exclude each other (one of 64
+//! stripes of locks), and every change of a shard state excludes every store
+//! (a read-write lock that stores share), so a store's check and its write
+//! happen with nothing in between that could make the check false.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::hash::BuildHasher;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use moka::future::Cache as Moka;
-use moka::ops::compute::{CompResult, Op};
+use moka::sync::Cache as Moka;
 
-use super::{Backend, Lookup, PutCondition, PutOutcome};
-use crate::entry::{Generation, identity};
+use super::{Backend, Lookup, PutCondition, PutOutcome, ShardState, Stored};
 use crate::error::Result;
 use crate::key::CacheKey;
 
 /// Default bound: 100,000 entries.
 const DEFAULT_MAX_ENTRIES: u64 = 100_000;
-/// Shard generations kept at most. Past that the map is cleared: every shard
-/// then gets a new random generation, which costs misses and nothing else.
-const MAX_GENERATIONS: usize = 65_536;
+
+/// How long a shard state lives at least; stores extend it to outlive their
+/// entries.
+const SHARD_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Shard states kept at most.
+const MAX_SHARDS: u64 = 65_536;
+
+/// Lock stripes for stores and invalidations.
+const STRIPES: usize = 64;
 
 #[derive(Clone)]
-struct Stored {
-    bytes: Bytes,
+struct Entry {
+    stored: Stored,
     ttl: Duration,
 }
 
-/// Expires each entry after its own TTL, also when it is overwritten.
-struct PerEntryTtl;
+#[derive(Clone, Copy)]
+struct Shard {
+    state: ShardState,
+    until: Instant,
+}
 
-impl moka::Expiry<String, Stored> for PerEntryTtl {
-    fn expire_after_create(&self, _: &String, value: &Stored, _: Instant) -> Option<Duration> {
-        Some(value.ttl)
+/// Expires each entry after its own TTL, and each shard state at its own
+/// deadline, also when they are overwritten.
+struct OwnTtl;
+
+trait Lifetime {
+    fn ttl(&self, now: Instant) -> Duration;
+}
+
+impl Lifetime for Entry {
+    fn ttl(&self, _: Instant) -> Duration {
+        self.ttl
+    }
+}
+
+impl Lifetime for Shard {
+    fn ttl(&self, now: Instant) -> Duration {
+        self.until.saturating_duration_since(now)
+    }
+}
+
+impl<V: Lifetime> moka::Expiry<String, V> for OwnTtl {
+    fn expire_after_create(&self, _: &String, value: &V, now: Instant) -> Option<Duration> {
+        Some(value.ttl(now))
     }
 
     fn expire_after_update(
         &self,
         _: &String,
-        value: &Stored,
-        _: Instant,
+        value: &V,
+        now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl(now))
     }
 }
 
@@ -50,14 +87,37 @@ impl moka::Expiry<String, Stored> for PerEntryTtl {
 ///
 /// Bounded by entry count (default 100,000) or by bytes
 /// ([`MemoryBackendBuilder::max_bytes`]); least-recently and least-frequently
-/// used entries are evicted first. Cheap to clone: clones share the storage,
-/// which is how tests simulate two processes on one shared cache.
+/// used entries are evicted first. Shard states count against the same bound.
+/// Cheap to clone: clones share the storage, which is how tests play two
+/// processes on one shared cache.
 #[derive(Clone)]
 pub struct MemoryBackend {
-    entries: Moka<String, Stored>,
-    /// Read on every hit, written only when a shard is created or bumped: a
-    /// plain read-mostly map, cheaper than a second moka lookup.
-    generations: Arc<RwLock<HashMap<Box<str>, Generation>>>,
+    entries: Moka<String, Entry>,
+    shards: Moka<String, Shard>,
+    locks: std::sync::Arc<Locks>,
+}
+
+struct Locks {
+    stripes: Vec<Mutex<()>>,
+    shards: RwLock<()>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Locks {
+    fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = &self.stripes[(self.hasher.hash_one(key) as usize) % STRIPES];
+        // The guarded data is `()`: a panic while holding it leaves nothing
+        // inconsistent.
+        stripe.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stores(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.shards.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shard_change(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.shards.write().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -75,28 +135,6 @@ impl Default for MemoryBackend {
 }
 
 impl MemoryBackend {
-    fn current_generation(&self, shard: &str) -> Option<Generation> {
-        let map = self.generations.read().unwrap_or_else(|e| e.into_inner());
-        map.get(shard).copied()
-    }
-
-    fn set_generation(
-        &self,
-        shard: &str,
-        generation: Generation,
-        only_if_missing: bool,
-    ) -> Generation {
-        let mut map = self.generations.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&current) = map.get(shard).filter(|_| only_if_missing) {
-            return current;
-        }
-        if map.len() >= MAX_GENERATIONS && !map.contains_key(shard) {
-            map.clear();
-        }
-        map.insert(shard.into(), generation);
-        generation
-    }
-
     /// A backend bounded to 100,000 entries.
     pub fn new() -> Self {
         MemoryBackend::builder().build()
@@ -109,26 +147,87 @@ impl MemoryBackend {
         }
     }
 
-    /// The number of entries held (approximate: moka counts lazily).
+    /// The number of entries held (approximate: moka counts lazily; see
+    /// [`run_pending_tasks`](Self::run_pending_tasks)).
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()
     }
 
-    /// The bytes of an entry as stored, for tests and debugging.
-    pub async fn raw(&self, key: &str) -> Option<Bytes> {
-        self.entries.get(key).await.map(|s| s.bytes)
+    /// Applies pending evictions and counts now (moka applies them lazily).
+    pub fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks();
+        self.shards.run_pending_tasks();
     }
 
-    /// Overwrites an entry with arbitrary bytes, for tests of broken entries.
-    pub async fn set_raw(&self, key: &str, bytes: Bytes, ttl: Duration) {
-        self.entries
-            .insert(key.to_owned(), Stored { bytes, ttl })
-            .await;
+    fn shard_state(&self, shard: &str) -> Option<ShardState> {
+        self.shards.get(shard).map(|s| s.state)
     }
 
-    /// Applies pending evictions now (moka applies them lazily).
-    pub async fn run_pending_tasks(&self) {
-        self.entries.run_pending_tasks().await;
+    fn set_shard(&self, shard: &str, state: ShardState, until: Instant) {
+        self.shards.insert(shard.to_owned(), Shard { state, until });
+    }
+
+    fn entry(&self, key: &str) -> Option<Stored> {
+        self.entries.get(key).map(|e| e.stored)
+    }
+
+    /// Makes the shard outlive an entry stored for `ttl`, if it would not.
+    fn extend_shard(&self, shard: &str, ttl: Duration) {
+        let needed = Instant::now() + ttl + Duration::from_secs(1);
+        if self.shards.get(shard).is_some_and(|s| s.until >= needed) {
+            return;
+        }
+        let _change = self.locks.shard_change();
+        // Re-read under the lock: a bump or an invalidation may have run.
+        if let Some(current) = self.shards.get(shard)
+            && current.until < needed
+        {
+            self.set_shard(shard, current.state, needed);
+        }
+    }
+}
+
+/// Hooks for tests of code built on the cache: they reach past the cache's
+/// rules on purpose.
+#[cfg(feature = "testing")]
+impl MemoryBackend {
+    /// The bytes stored under `key` (an entry's envelope), if any.
+    pub fn raw(&self, key: &str) -> Option<bytes::Bytes> {
+        self.entry(key).map(|stored| stored.bytes)
+    }
+
+    /// Overwrites an entry with arbitrary bytes, as another program could.
+    pub fn set_raw(&self, key: &str, bytes: bytes::Bytes, ttl: Duration) {
+        let stored = Stored {
+            version: super::Version::random(),
+            bytes,
+        };
+        self.entries.insert(key.to_owned(), Entry { stored, ttl });
+    }
+
+    /// Drops whatever is stored under `key` (an entry, or a shard's state if
+    /// `key` is a shard), as an eviction would.
+    pub fn evict(&self, key: &str) {
+        self.entries.invalidate(key);
+        self.shards.invalidate(key);
+    }
+
+    /// The keys of the entries held, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(key, _)| String::clone(&key))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The state of the shard an entry key belongs to (the key up to its
+    /// first `}`), if it has one.
+    pub fn shard_of(&self, key: &str) -> Option<ShardState> {
+        let shard = key.find('}').map_or(key, |end| &key[..=end]);
+        self.shard_state(shard)
     }
 }
 
@@ -157,19 +256,27 @@ impl MemoryBackendBuilder {
 
     /// Builds the backend.
     pub fn build(self) -> MemoryBackend {
-        let entries = Moka::builder().expire_after(PerEntryTtl);
+        let entries = Moka::builder().expire_after(OwnTtl);
         let entries = match self.bound {
             Bound::Entries(n) => entries.max_capacity(n).build(),
             Bound::Bytes(n) => entries
-                .weigher(|k: &String, v: &Stored| {
-                    u32::try_from(k.len() + v.bytes.len()).unwrap_or(u32::MAX)
+                .weigher(|k: &String, v: &Entry| {
+                    u32::try_from(k.len() + v.stored.bytes.len() + 16).unwrap_or(u32::MAX)
                 })
                 .max_capacity(n)
                 .build(),
         };
         MemoryBackend {
             entries,
-            generations: Arc::default(),
+            shards: Moka::builder()
+                .expire_after(OwnTtl)
+                .max_capacity(MAX_SHARDS)
+                .build(),
+            locks: std::sync::Arc::new(Locks {
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                shards: RwLock::new(()),
+                hasher: Default::default(),
+            }),
         }
     }
 }
@@ -182,71 +289,78 @@ impl Backend for MemoryBackend {
 
     async fn get(&self, key: &CacheKey) -> Result<Lookup> {
         Ok(Lookup {
-            entry: self.entries.get(key.as_str()).await.map(|s| s.bytes),
-            generation: self.current_generation(key.shard()),
+            entry: self.entry(key.as_str()),
+            shard: self.shard_state(key.shard()),
         })
     }
 
-    async fn generation(&self, shard: &str) -> Result<Generation> {
-        if let Some(generation) = self.current_generation(shard) {
-            return Ok(generation);
+    async fn shard(&self, shard: &str) -> Result<ShardState> {
+        if let Some(state) = self.shard_state(shard) {
+            return Ok(state);
         }
-        Ok(self.set_generation(shard, Generation::random(), true))
+        let _change = self.locks.shard_change();
+        if let Some(state) = self.shard_state(shard) {
+            return Ok(state);
+        }
+        let state = ShardState::fresh();
+        self.set_shard(shard, state, Instant::now() + SHARD_TTL);
+        Ok(state)
     }
 
     async fn put(
         &self,
         key: &CacheKey,
-        entry: Bytes,
+        entry: Stored,
         ttl: Duration,
         condition: &PutCondition,
     ) -> Result<PutOutcome> {
-        // Checked before the write, not atomically with it: a bump in between
-        // leaves an entry whose embedded generation is already old, which every
-        // reader rejects. The generation check here only saves the write.
-        if self.current_generation(key.shard()) != Some(condition.generation) {
-            return Ok(PutOutcome::GenerationChanged);
+        let outcome = {
+            let _key = self.locks.stripe(key.as_str());
+            let _stores = self.locks.stores();
+            let current = self.entry(key.as_str()).map(|stored| stored.version);
+            let outcome = condition.holds(self.shard_state(key.shard()), current);
+            if outcome == PutOutcome::Stored {
+                let entry = Entry { stored: entry, ttl };
+                self.entries.insert(key.as_str().to_owned(), entry);
+            }
+            outcome
+        };
+        if outcome == PutOutcome::Stored {
+            self.extend_shard(key.shard(), ttl);
         }
-        let result = self
-            .entries
-            .entry_by_ref(key.as_str())
-            .and_compute_with(|current| {
-                let unchanged = match (&current, &condition.previous) {
-                    (None, None) => true,
-                    (Some(current), Some(previous)) => {
-                        identity(&current.value().bytes) == &previous[..]
-                    }
-                    _ => false,
-                };
-                let op = if unchanged {
-                    Op::Put(Stored { bytes: entry, ttl })
-                } else {
-                    Op::Nop
-                };
-                std::future::ready(op)
-            })
-            .await;
-        Ok(match result {
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => PutOutcome::Stored,
-            _ => PutOutcome::EntryChanged,
-        })
+        Ok(outcome)
     }
 
-    async fn set(&self, key: &CacheKey, entry: Bytes, ttl: Duration) -> Result<()> {
-        self.entries
-            .insert(key.as_str().to_owned(), Stored { bytes: entry, ttl })
-            .await;
+    async fn invalidate(&self, key: &CacheKey) -> Result<()> {
+        let _key = self.locks.stripe(key.as_str());
+        let _change = self.locks.shard_change();
+        match self.shards.get(key.shard()) {
+            Some(Shard { state, until }) => {
+                let state = ShardState {
+                    epoch: state.epoch.wrapping_add(1),
+                    ..state
+                };
+                self.set_shard(key.shard(), state, until);
+            }
+            None => self.set_shard(key.shard(), ShardState::fresh(), Instant::now() + SHARD_TTL),
+        }
+        self.entries.invalidate(key.as_str());
         Ok(())
     }
 
     async fn bump(&self, shards: &[String]) -> Result<()> {
+        let _change = self.locks.shard_change();
         for shard in shards {
-            self.set_generation(shard, Generation::random(), false);
+            self.set_shard(shard, ShardState::fresh(), Instant::now() + SHARD_TTL);
         }
         Ok(())
     }
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn operation_timeout(&self) -> Option<Duration> {
+        None
     }
 }

@@ -1,18 +1,15 @@
-//! Shared pieces of the integration tests: the backend conformance suite and
-//! backends that fail on purpose.
+//! Shared pieces of the integration tests: a backend that fails on purpose,
+//! gates, and small helpers. (The backend conformance suite ships with the
+//! runtime: `cache_runtime::testing::conformance`.)
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
-
-pub mod conformance;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use cache_runtime::entry::Generation;
 use cache_runtime::{
-    Backend, CacheKey, Error, Lookup, MemoryBackend, PutCondition, PutOutcome, Result,
+    Backend, CacheKey, Error, Lookup, PutCondition, PutOutcome, Result, ShardState, Stored,
 };
 
 /// Body runs counted per argument, so tests running in parallel on one cached
@@ -30,62 +27,222 @@ impl Runs {
     }
 }
 
-/// A memory backend that can be switched to failing every operation, to play
-/// a cache that goes down and comes back.
-#[derive(Debug, Default)]
-pub struct Switchable {
-    pub inner: MemoryBackend,
-    down: AtomicBool,
+/// The backend operations a [`Faulty`] backend can fail or hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Get,
+    Shard,
+    Put,
+    Invalidate,
+    Bump,
+    Ping,
+}
+
+/// What a [`Faulty`] backend does on an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Passes it to the inner backend.
+    #[default]
+    Pass,
+    /// Fails it, as a refused connection would.
+    Fail,
+    /// Never answers until the mode changes (a frozen server).
+    Hang,
+}
+
+/// A backend over a shared inner one (several `Faulty` over one inner
+/// backend play several processes on one Redis) whose operations can be made
+/// to fail or hang, one kind at a time.
+#[derive(Debug)]
+pub struct Faulty {
+    pub inner: std::sync::Arc<dyn Backend>,
+    modes: std::sync::Mutex<std::collections::HashMap<Op, Mode>>,
+    changed: tokio::sync::Notify,
     pub calls: AtomicU64,
 }
 
-impl Switchable {
-    pub fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
+impl Faulty {
+    pub fn new(inner: std::sync::Arc<dyn Backend>) -> Faulty {
+        Faulty {
+            inner,
+            modes: Default::default(),
+            changed: tokio::sync::Notify::new(),
+            calls: AtomicU64::new(0),
+        }
     }
 
-    fn check(&self) -> Result<()> {
+    pub fn set(&self, op: Op, mode: Mode) {
+        self.modes.lock().unwrap().insert(op, mode);
+        self.changed.notify_waiters();
+    }
+
+    pub fn set_all(&self, mode: Mode) {
+        for op in [
+            Op::Get,
+            Op::Shard,
+            Op::Put,
+            Op::Invalidate,
+            Op::Bump,
+            Op::Ping,
+        ] {
+            self.set(op, mode);
+        }
+    }
+
+    async fn enter(&self, op: Op) -> Result<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.down.load(Ordering::SeqCst) {
-            Err(Error::backend("switchable", "connection refused (test)"))
-        } else {
-            Ok(())
+        loop {
+            let changed = self.changed.notified();
+            let mode = self
+                .modes
+                .lock()
+                .unwrap()
+                .get(&op)
+                .copied()
+                .unwrap_or_default();
+            match mode {
+                Mode::Pass => return Ok(()),
+                Mode::Fail => return Err(Error::backend("faulty", "connection refused (test)")),
+                Mode::Hang => changed.await,
+            }
         }
     }
 }
 
 #[async_trait]
-impl Backend for Switchable {
+impl Backend for Faulty {
     fn name(&self) -> &'static str {
-        "switchable"
+        "faulty"
     }
     async fn get(&self, key: &CacheKey) -> Result<Lookup> {
-        self.check()?;
+        self.enter(Op::Get).await?;
         self.inner.get(key).await
     }
-    async fn generation(&self, shard: &str) -> Result<Generation> {
-        self.check()?;
-        self.inner.generation(shard).await
+    async fn shard(&self, shard: &str) -> Result<ShardState> {
+        self.enter(Op::Shard).await?;
+        self.inner.shard(shard).await
     }
     async fn put(
         &self,
         key: &CacheKey,
-        entry: Bytes,
+        entry: Stored,
         ttl: Duration,
         condition: &PutCondition,
     ) -> Result<PutOutcome> {
-        self.check()?;
+        self.enter(Op::Put).await?;
         self.inner.put(key, entry, ttl, condition).await
     }
-    async fn set(&self, key: &CacheKey, entry: Bytes, ttl: Duration) -> Result<()> {
-        self.check()?;
-        self.inner.set(key, entry, ttl).await
+    async fn invalidate(&self, key: &CacheKey) -> Result<()> {
+        self.enter(Op::Invalidate).await?;
+        self.inner.invalidate(key).await
     }
     async fn bump(&self, shards: &[String]) -> Result<()> {
-        self.check()?;
+        self.enter(Op::Bump).await?;
         self.inner.bump(shards).await
     }
     async fn ping(&self) -> Result<()> {
-        self.check()
+        self.enter(Op::Ping).await?;
+        self.inner.ping().await
+    }
+    fn operation_timeout(&self) -> Option<Duration> {
+        // A hang is for the test to end (by cancelling the call), as a
+        // frozen server's is for the response timeout.
+        None
+    }
+}
+
+/// A `tracing` writer into a buffer, to read what was logged.
+#[derive(Clone, Default)]
+pub struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// A gate bodies wait at until it opens, and the count of bodies that reached it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    pub reached: std::sync::atomic::AtomicU32,
+    is_open: AtomicBool,
+    opened: tokio::sync::Notify,
+}
+
+impl Gate {
+    pub async fn pass(&self) {
+        let opened = self.opened.notified();
+        self.reached.fetch_add(1, Ordering::SeqCst);
+        if !self.is_open.load(Ordering::SeqCst) {
+            opened.await;
+        }
+    }
+
+    pub fn open(&self) {
+        self.is_open.store(true, Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
+
+    pub fn close(&self) {
+        self.is_open.store(false, Ordering::SeqCst);
+    }
+
+    /// Waits until `n` bodies reached the gate; panics after a generous
+    /// deadline, which only a hang reaches.
+    pub async fn wait_reached(&self, n: u32) {
+        eventually("bodies to reach the gate", || {
+            self.reached.load(Ordering::SeqCst) >= n
+        })
+        .await;
+    }
+}
+
+/// Waits until `condition` holds, polling; panics after 10 s, a bound that
+/// only catches hangs.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Runs a future to completion on the current thread without any Tokio
+/// runtime, as a program on another executor would.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => return output,
+            std::task::Poll::Pending => std::thread::park(),
+        }
     }
 }

@@ -7,13 +7,14 @@
 //! | operation | commands | round trips |
 //! | --- | --- | --- |
 //! | hit or miss lookup | `MGET entry gen` | 1 |
-//! | create a missing generation | `SET gen <random> NX GET EX <ttl>` | 1 |
-//! | store after a miss | `EVALSHA` of the conditional-store script | 1 |
-//! | invalidate one entry | `SET entry <tombstone> PX <ttl>` | 1 |
-//! | invalidate a namespace | 16 × `SET gen <random> EX <ttl>`, pipelined | 1 |
+//! | create a missing shard state | `EVALSHA` of [`scripts::SHARD`] | 1 |
+//! | store after a miss | `EVALSHA` of [`scripts::PUT`] | 1 |
+//! | invalidate one entry | `EVALSHA` of [`scripts::INVALIDATE`] | 1 |
+//! | invalidate a namespace | 16 × `SET gen <random>:0 EX <ttl>`, pipelined | 1 |
 //!
-//! Entry and generation share a hash tag, so each multi-key command stays in
-//! one slot and the layout works unchanged on Redis Cluster. No operation scans.
+//! Entry and shard state share a hash tag, so each multi-key command stays in
+//! one slot and the layout works unchanged on Redis Cluster. No operation
+//! scans. Needs Redis 6.0 or newer (`SET .. KEEPTTL`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,36 +26,22 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 
-use super::{Backend, Lookup, PutCondition, PutOutcome};
+use super::{Backend, Generation, Lookup, PutCondition, PutOutcome, ShardState, Stored, Version};
 use crate::config::RedisConfig;
-use crate::entry::{Generation, HEADER_LEN};
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
 
+mod scripts;
+
 const NAME: &str = "redis";
 
-/// How long a generation key lives after it was last created, bumped or used
-/// for a store. A lost generation only costs misses.
-const GENERATION_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// How long a shard state lives at least after it was created or bumped;
+/// each store extends it to outlive the entry it stores. A lost shard state
+/// only costs misses.
+const SHARD_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
-/// The conditional store. Refuses (1) if the shard's generation is not the one
-/// the reader saw, (2) if the entry is not the one the reader saw (absent, or
-/// the same first bytes: header and stamp); otherwise stores with a TTL and
-/// keeps the generation alive.
-const PUT_SCRIPT: &str = r"
-local gen = redis.call('GET', KEYS[2])
-if gen ~= ARGV[1] then return 1 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[2] ~= '1' or redis.call('GETRANGE', KEYS[1], 0, tonumber(ARGV[6]) - 1) ~= ARGV[3] then
-    return 2
-  end
-elseif ARGV[2] == '1' then
-  return 2
-end
-redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[7])
-return 0
-";
+/// The length of the version an entry's value starts with.
+const VERSION_LEN: usize = 8;
 
 /// A Redis (or Valkey) backend.
 ///
@@ -64,7 +51,7 @@ return 0
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: ConnectionManager,
-    put_script: Arc<redis::Script>,
+    scripts: Arc<Scripts>,
     response_timeout: Duration,
     description: String,
 }
@@ -117,7 +104,11 @@ impl RedisBackend {
             .map_err(|e| Error::backend(NAME, redact(&e, &config)))?;
         Ok(RedisBackend {
             connection,
-            put_script: Arc::new(redis::Script::new(PUT_SCRIPT)),
+            scripts: Arc::new(Scripts {
+                shard: redis::Script::new(scripts::SHARD),
+                put: redis::Script::new(scripts::PUT),
+                invalidate: redis::Script::new(scripts::INVALIDATE),
+            }),
             response_timeout: config.response_timeout,
             description,
         })
@@ -132,6 +123,14 @@ impl RedisBackend {
     /// Runs one request with the response timeout, which bounds the whole wait
     /// (a request may also wait for a reconnect), so a call never pays more.
     async fn request_value(&self, cmd: impl RequestKind) -> Result<redis::Value> {
+        // redis-rs panics outside a Tokio runtime; a cached call must not.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::backend(
+                NAME,
+                "the Redis backend needs a Tokio runtime (with I/O and timers); \
+                 cached calls outside one run uncached",
+            ));
+        }
         let mut connection = self.connection.clone();
         let fut = async move { cmd.run(&mut connection).await };
         match tokio::time::timeout(self.response_timeout, fut).await {
@@ -168,13 +167,43 @@ impl RequestKind for redis::Pipeline {
     }
 }
 
+/// The backend's scripts, loaded on first use.
+struct Scripts {
+    shard: redis::Script,
+    put: redis::Script,
+    invalidate: redis::Script,
+}
+
+/// Which script a [`ScriptCall`] runs.
+#[derive(Clone, Copy)]
+enum ScriptName {
+    Shard,
+    Put,
+    Invalidate,
+}
+
 /// A script invocation: `EVALSHA`; if Redis does not know the script (after
 /// a restart or `SCRIPT FLUSH`), redis-rs loads it and sends `EVALSHA` again.
-struct ScriptCall(Arc<redis::Script>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+struct ScriptCall {
+    scripts: Arc<Scripts>,
+    name: ScriptName,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
 
 impl RequestKind for ScriptCall {
     async fn run(self, connection: &mut ConnectionManager) -> redis::RedisResult<redis::Value> {
-        let ScriptCall(script, keys, args) = self;
+        let ScriptCall {
+            scripts,
+            name,
+            keys,
+            args,
+        } = self;
+        let script = match name {
+            ScriptName::Shard => &scripts.shard,
+            ScriptName::Put => &scripts.put,
+            ScriptName::Invalidate => &scripts.invalidate,
+        };
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -211,9 +240,8 @@ impl redis::ToRedisArgs for GenerationKey<'_> {
     }
 }
 
-/// A generation as stored: the decimal digits of a `u64` (readable in
-/// `redis-cli`). Anything else is no generation.
-fn parse_generation(text: &[u8]) -> Option<Generation> {
+/// A decimal `u64`, as in a shard state.
+fn parse_decimal(text: &[u8]) -> Option<u64> {
     if text.is_empty() || text.len() > 20 {
         return None;
     }
@@ -225,7 +253,40 @@ fn parse_generation(text: &[u8]) -> Option<Generation> {
         }
         value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
     }
-    Some(Generation(value))
+    Some(value)
+}
+
+/// A shard state as stored: `<generation>:<epoch>`, decimal. Anything else
+/// (another program's value, an older format) is no shard state.
+fn parse_shard(text: &[u8]) -> Option<ShardState> {
+    let colon = text.iter().position(|&b| b == b':')?;
+    let generation = parse_decimal(&text[..colon]).filter(|&g| g != 0)?;
+    let epoch = parse_decimal(&text[colon + 1..])?;
+    Some(ShardState {
+        generation: Generation(generation),
+        epoch,
+    })
+}
+
+/// A shard state as stored.
+fn shard_text(state: ShardState) -> String {
+    format!("{}:{}", state.generation.0, state.epoch)
+}
+
+/// An entry as stored: its version, then its bytes; a value too short to
+/// hold a version (garbage) is all version and no bytes.
+fn split_stored(value: Vec<u8>) -> Stored {
+    if value.len() < VERSION_LEN {
+        return Stored {
+            version: Version::from_bytes(&value),
+            bytes: Bytes::new(),
+        };
+    }
+    let version = Version::from_bytes(&value[..VERSION_LEN]);
+    Stored {
+        version,
+        bytes: Bytes::from(value).slice(VERSION_LEN..),
+    }
 }
 
 /// The reply to `MGET entry gen`, taken apart without copying the entry.
@@ -234,19 +295,19 @@ fn parse_lookup(reply: redis::Value) -> Result<Lookup> {
     let redis::Value::Array(items) = reply else {
         return Err(unexpected("not an array"));
     };
-    let [entry, generation]: [redis::Value; 2] = items
+    let [entry, shard]: [redis::Value; 2] = items
         .try_into()
         .map_err(|items: Vec<_>| unexpected(&format!("{} elements", items.len())))?;
     let entry = match entry {
-        redis::Value::BulkString(bytes) => Some(Bytes::from(bytes)),
+        redis::Value::BulkString(bytes) => Some(split_stored(bytes)),
         redis::Value::Nil => None,
         _ => return Err(unexpected("an entry that is not a string")),
     };
-    let generation = match generation {
-        redis::Value::BulkString(text) => parse_generation(&text),
+    let shard = match shard {
+        redis::Value::BulkString(text) => parse_shard(&text),
         _ => None,
     };
-    Ok(Lookup { entry, generation })
+    Ok(Lookup { entry, shard })
 }
 
 /// Error messages of redis-rs do not include passwords, but a URL in a parse
@@ -256,6 +317,17 @@ fn redact(error: &redis::RedisError, config: &RedisConfig) -> String {
     match config.password() {
         Some(password) if !password.is_empty() => message.replace(&password, "***"),
         _ => message,
+    }
+}
+
+impl RedisBackend {
+    fn script(&self, name: ScriptName, keys: Vec<Vec<u8>>, args: Vec<Vec<u8>>) -> ScriptCall {
+        ScriptCall {
+            scripts: Arc::clone(&self.scripts),
+            name,
+            keys,
+            args,
+        }
     }
 }
 
@@ -277,69 +349,71 @@ impl Backend for RedisBackend {
         parse_lookup(self.request_value(cmd).await?)
     }
 
-    async fn generation(&self, shard: &str) -> Result<Generation> {
-        let fresh = Generation::random();
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(generation_key(shard))
-            .arg(fresh.0)
-            .arg("NX")
-            .arg("GET")
-            .arg("EX")
-            .arg(GENERATION_TTL.as_secs());
-        let previous: Option<Vec<u8>> = self.request(cmd).await?;
-        Ok(match previous {
-            None => fresh,
-            Some(previous) => parse_generation(&previous).ok_or_else(|| {
-                Error::backend(
-                    NAME,
-                    format!("the generation key of {shard} does not hold a number"),
-                )
-            })?,
-        })
+    async fn shard(&self, shard: &str) -> Result<ShardState> {
+        let call = self.script(
+            ScriptName::Shard,
+            vec![generation_key(shard).into_bytes()],
+            vec![
+                shard_text(ShardState::fresh()).into_bytes(),
+                SHARD_TTL.as_secs().to_string().into_bytes(),
+            ],
+        );
+        let text: Vec<u8> = self.request(call).await?;
+        parse_shard(&text)
+            .ok_or_else(|| Error::backend(NAME, "the shard state script returned something else"))
     }
 
     async fn put(
         &self,
         key: &CacheKey,
-        entry: Bytes,
+        entry: Stored,
         ttl: Duration,
         condition: &PutCondition,
     ) -> Result<PutOutcome> {
-        let (seen, identity) = match &condition.previous {
-            Some(previous) => (b"1".to_vec(), previous.to_vec()),
-            None => (b"0".to_vec(), Vec::new()),
-        };
-        let call = ScriptCall(
-            Arc::clone(&self.put_script),
+        let previous = condition
+            .previous
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        let mut value = Vec::with_capacity(VERSION_LEN + entry.bytes.len());
+        value.extend_from_slice(entry.version.as_bytes());
+        value.extend_from_slice(&entry.bytes);
+        let shard_ttl = ttl.as_secs().saturating_add(1).max(SHARD_TTL.as_secs());
+        let call = self.script(
+            ScriptName::Put,
             vec![
                 key.as_str().into(),
                 generation_key(key.shard()).into_bytes(),
             ],
             vec![
-                condition.generation.0.to_string().into_bytes(),
-                seen,
-                identity,
-                entry.to_vec(),
+                shard_text(condition.shard).into_bytes(),
+                previous,
+                value,
                 ttl.as_millis().max(1).to_string().into_bytes(),
-                HEADER_LEN.to_string().into_bytes(),
-                GENERATION_TTL.as_secs().to_string().into_bytes(),
+                shard_ttl.to_string().into_bytes(),
             ],
         );
         let outcome: i64 = self.request(call).await?;
         Ok(match outcome {
             0 => PutOutcome::Stored,
             1 => PutOutcome::GenerationChanged,
+            3 => PutOutcome::StoredOverForeign,
             _ => PutOutcome::EntryChanged,
         })
     }
 
-    async fn set(&self, key: &CacheKey, entry: Bytes, ttl: Duration) -> Result<()> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key.as_str())
-            .arg(entry.as_ref())
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64);
-        self.request::<()>(cmd).await
+    async fn invalidate(&self, key: &CacheKey) -> Result<()> {
+        let call = self.script(
+            ScriptName::Invalidate,
+            vec![
+                key.as_str().into(),
+                generation_key(key.shard()).into_bytes(),
+            ],
+            vec![
+                shard_text(ShardState::fresh()).into_bytes(),
+                SHARD_TTL.as_secs().to_string().into_bytes(),
+            ],
+        );
+        self.request::<()>(call).await
     }
 
     async fn bump(&self, shards: &[String]) -> Result<()> {
@@ -348,9 +422,9 @@ impl Backend for RedisBackend {
             pipeline
                 .cmd("SET")
                 .arg(generation_key(shard))
-                .arg(Generation::random().0)
+                .arg(shard_text(ShardState::fresh()))
                 .arg("EX")
-                .arg(GENERATION_TTL.as_secs())
+                .arg(SHARD_TTL.as_secs())
                 .ignore();
         }
         self.request::<()>(pipeline).await
@@ -358,6 +432,11 @@ impl Backend for RedisBackend {
 
     async fn ping(&self) -> Result<()> {
         self.request::<()>(redis::cmd("PING")).await
+    }
+
+    fn operation_timeout(&self) -> Option<Duration> {
+        // `request` bounds every request by the response timeout.
+        None
     }
 }
 
@@ -378,22 +457,32 @@ mod tests {
     use redis::Value;
 
     #[test]
-    fn generations_parse_from_decimal_only() {
-        assert_eq!(parse_generation(b"42"), Some(Generation(42)));
-        assert_eq!(
-            parse_generation(u64::MAX.to_string().as_bytes()),
-            Some(Generation(u64::MAX))
-        );
+    fn shard_states_parse_from_decimal_only() {
+        let state = |g, e| {
+            Some(ShardState {
+                generation: Generation(g),
+                epoch: e,
+            })
+        };
+        assert_eq!(parse_shard(b"42:0"), state(42, 0));
+        let max = format!("{}:{}", u64::MAX, u64::MAX);
+        assert_eq!(parse_shard(max.as_bytes()), state(u64::MAX, u64::MAX));
         for bad in [
             &b""[..],
-            b"18446744073709551616",
-            b"-1",
-            b"4 2",
-            b"x",
-            b"0x10",
+            b"42",
+            b"0:1",
+            b":1",
+            b"1:",
+            b"18446744073709551616:0",
+            b"-1:0",
+            b"4 2:0",
+            b"x:0",
+            b"1:2:3",
         ] {
-            assert_eq!(parse_generation(bad), None, "{bad:?}");
+            assert_eq!(parse_shard(bad), None, "{bad:?}");
         }
+        let fresh = ShardState::fresh();
+        assert_eq!(parse_shard(shard_text(fresh).as_bytes()), Some(fresh));
     }
 
     #[test]
@@ -410,22 +499,36 @@ mod tests {
     #[test]
     fn lookup_replies_are_taken_apart() {
         let reply = Value::Array(vec![
-            Value::BulkString(b"entry".to_vec()),
-            Value::BulkString(b"7".to_vec()),
+            Value::BulkString(b"12345678entry".to_vec()),
+            Value::BulkString(b"7:3".to_vec()),
         ]);
         assert_eq!(
             parse_lookup(reply).unwrap(),
             Lookup {
-                entry: Some(Bytes::from_static(b"entry")),
-                generation: Some(Generation(7)),
+                entry: Some(Stored {
+                    version: Version::from_bytes(b"12345678"),
+                    bytes: Bytes::from_static(b"entry"),
+                }),
+                shard: Some(ShardState {
+                    generation: Generation(7),
+                    epoch: 3
+                }),
             }
         );
         let empty = Value::Array(vec![Value::Nil, Value::Nil]);
         assert_eq!(parse_lookup(empty).unwrap(), Lookup::default());
-        // A generation that is not ours is no generation: the entry is then a
-        // miss, never a hit under a guessed generation.
+        // Garbage too short for a version: all version, no bytes (a miss
+        // that the next store can still replace).
+        let short = Value::Array(vec![Value::BulkString(b"x".to_vec()), Value::Nil]);
+        let entry = parse_lookup(short).unwrap().entry.unwrap();
+        assert_eq!(
+            (entry.version.as_bytes(), entry.bytes.len()),
+            (&b"x"[..], 0)
+        );
+        // A shard state that is not ours is none: the entry is then a miss,
+        // never a hit under a guessed generation.
         let foreign = Value::Array(vec![Value::Nil, Value::Int(7)]);
-        assert_eq!(parse_lookup(foreign).unwrap().generation, None);
+        assert_eq!(parse_lookup(foreign).unwrap().shard, None);
         assert!(parse_lookup(Value::Array(vec![Value::Nil])).is_err());
         assert!(parse_lookup(Value::Okay).is_err());
         let not_a_string = Value::Array(vec![Value::Int(1), Value::Nil]);

@@ -5,8 +5,11 @@
 //! See `docs/decisions/0001-codec.md` for why bincode is the default and postcard
 //! the alternative.
 
+use std::marker::PhantomData;
+
 use serde::{Serialize, de::DeserializeOwned};
 
+use super::bounded::{BoundedSeed, Budget};
 use crate::error::{Error, Result};
 
 /// A serialization format for cache payloads.
@@ -25,6 +28,10 @@ pub trait Codec {
 
     /// Decodes a value that must span all of `bytes`; trailing bytes are an error,
     /// because they mean the payload was written for another type.
+    ///
+    /// `bytes` are untrusted: decoding allocates at most in proportion to
+    /// their length, and refuses values nested deeper than 128 levels (see
+    /// `docs/decisions/0008-bounded-decoding.md`).
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T>;
 }
 
@@ -44,8 +51,14 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-        let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| Error::Decode(format!("bincode: {e}")))?;
+        let budget = Budget::for_payload(bytes.len());
+        let seed = BoundedSeed::<T> {
+            budget: &budget,
+            marker: PhantomData,
+        };
+        let (value, read) =
+            bincode::serde::seed_decode_from_slice(seed, bytes, bincode::config::standard())
+                .map_err(|e| Error::Decode(format!("bincode: {e}")))?;
         if read != bytes.len() {
             return Err(trailing_bytes(bytes.len() - read));
         }
@@ -71,8 +84,16 @@ impl Codec for Postcard {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-        let (value, rest) = postcard::take_from_bytes(bytes)
-            .map_err(|e| Error::Decode(format!("postcard: {e}")))?;
+        use serde::de::DeserializeSeed as _;
+        let error = |e: postcard::Error| Error::Decode(format!("postcard: {e}"));
+        let budget = Budget::for_payload(bytes.len());
+        let seed = BoundedSeed::<T> {
+            budget: &budget,
+            marker: PhantomData,
+        };
+        let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+        let value = seed.deserialize(&mut deserializer).map_err(error)?;
+        let rest = deserializer.finalize().map_err(error)?;
         if !rest.is_empty() {
             return Err(trailing_bytes(rest.len()));
         }

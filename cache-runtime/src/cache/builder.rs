@@ -1,0 +1,299 @@
+//! [`CacheBuilder`]: configuration from code and the environment, checked
+//! once, when the cache is built.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{Cache, DEFAULT_PREFIX, DEFAULT_TTL, Inner, MAX_TTL, NEXT_ID, WARN_PERIOD};
+use crate::backend::{Backend, MemoryBackend};
+use crate::circuit::{Circuit, CircuitConfig};
+use crate::config;
+#[cfg(feature = "redis")]
+use crate::config::RedisConfig;
+use crate::entry::CodecKind;
+use crate::error::{Error, Result};
+use crate::key;
+use crate::stats::{Registry, Throttle};
+
+/// Configures a [`Cache`].
+///
+/// Precedence: what is set on the builder wins over what
+/// [`from_env`](Self::from_env) read, which wins over the defaults.
+pub struct CacheBuilder {
+    backend: Option<Arc<dyn Backend>>,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisConfig>,
+    prefix: String,
+    default_ttl: Duration,
+    codec: CodecKind,
+    /// `None`: follow the Redis backoff, or the defaults.
+    circuit: Option<CircuitConfig>,
+    log_keys: bool,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            backend: None,
+            #[cfg(feature = "redis")]
+            redis: None,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            default_ttl: DEFAULT_TTL,
+            codec: CodecKind::default(),
+            circuit: None,
+            log_keys: false,
+        }
+    }
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("backend", &self.backend)
+            .field("prefix", &self.prefix)
+            .field("default_ttl", &self.default_ttl)
+            .field("codec", &self.codec)
+            .field("circuit", &self.circuit)
+            .field("log_keys", &self.log_keys)
+            .finish()
+    }
+}
+
+impl CacheBuilder {
+    /// A builder configured from the environment: `CACHE_PREFIX`,
+    /// `CACHE_DEFAULT_TTL`, and Redis if `REDIS_URL` is set (or
+    /// `CACHE_BACKEND=redis`), with its `CACHE_*` timeouts. See the table in
+    /// the [crate docs](crate#configuration). Settings made on the returned
+    /// builder override the environment.
+    ///
+    /// The same as `Cache::builder().with_env()`.
+    pub fn from_env() -> Result<CacheBuilder> {
+        CacheBuilder::default().with_env()
+    }
+
+    /// Applies the environment's settings over this builder's: what was set
+    /// before this call is a default the environment may override, what is set
+    /// after it wins over the environment. Variables that are unset (or empty)
+    /// change nothing.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .prefix("billing") // the application's default; CACHE_PREFIX wins
+    ///     .with_env()?
+    ///     .default_ttl(std::time::Duration::from_secs(60)) // wins over CACHE_DEFAULT_TTL
+    ///     .build()?;
+    /// # let _ = cache;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_env(mut self) -> Result<CacheBuilder> {
+        if let Some(prefix) = config::var("CACHE_PREFIX") {
+            self.prefix = prefix;
+        }
+        if let Some(ttl) = config::ttl_var("CACHE_DEFAULT_TTL")? {
+            check_ttl("CACHE_DEFAULT_TTL", ttl)?;
+            self.default_ttl = ttl;
+        }
+        let backend = config::var("CACHE_BACKEND").map(|b| b.to_ascii_lowercase());
+        let use_redis = match backend.as_deref() {
+            None => config::var("REDIS_URL").is_some(),
+            Some("redis") => true,
+            Some("memory") => {
+                self = self.shared_backend(Arc::new(MemoryBackend::new()));
+                false
+            }
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "CACHE_BACKEND={other:?} is not a backend; use `memory` or `redis`"
+                )));
+            }
+        };
+        if use_redis {
+            #[cfg(feature = "redis")]
+            {
+                self = self.redis(RedisConfig::from_env()?);
+            }
+            #[cfg(not(feature = "redis"))]
+            return Err(Error::Config(
+                "REDIS_URL is set but cache-runtime was built without its `redis` feature"
+                    .to_owned(),
+            ));
+        }
+        // The circuit breaker probes on the reconnect schedule.
+        let base = config::duration_var("CACHE_BACKOFF_BASE")?;
+        let cap = config::duration_var("CACHE_BACKOFF_MAX")?;
+        if base.is_some() || cap.is_some() {
+            let mut circuit = self.circuit.unwrap_or_else(|| self.backoff_circuit());
+            circuit.base = base.unwrap_or(circuit.base);
+            circuit.cap = cap.unwrap_or(circuit.cap);
+            self.circuit = Some(circuit);
+        }
+        if let Some(log_keys) = config::bool_var("CACHE_LOG_KEYS")? {
+            self.log_keys = log_keys;
+        }
+        Ok(self)
+    }
+
+    /// Redis as the backend. Connects lazily; see [`connect`](Self::connect)
+    /// for fail-fast. Unless [`circuit`](Self::circuit) is set (before or
+    /// after), the circuit breaker probes on the Redis reconnect backoff.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, config: RedisConfig) -> Self {
+        self.redis = Some(config);
+        self.backend = None;
+        self
+    }
+
+    /// When the circuit breaker opens and how it backs off. Default: open after
+    /// 5 consecutive failures, probe after 50 ms, doubling to 5 s (with Redis:
+    /// its reconnect backoff). Set here, it wins whatever else is set, in
+    /// any order.
+    pub fn circuit(mut self, circuit: CircuitConfig) -> Self {
+        self.circuit = Some(circuit);
+        self
+    }
+
+    /// Puts the key (which holds the key arguments' values, e-mail
+    /// addresses and tokens included) into the fail-open warnings. Default
+    /// false: they name the namespace and function only. `CACHE_LOG_KEYS`.
+    pub fn log_keys(mut self, log_keys: bool) -> Self {
+        self.log_keys = log_keys;
+        self
+    }
+
+    /// The circuit that follows the backend's reconnect backoff.
+    fn backoff_circuit(&self) -> CircuitConfig {
+        #[allow(unused_mut)] // without the `redis` feature nothing changes it
+        let mut circuit = CircuitConfig::default();
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            circuit.base = redis.backoff_base;
+            circuit.cap = redis.backoff_max;
+        }
+        circuit
+    }
+
+    /// The backend. Default: a new [`MemoryBackend`].
+    pub fn backend(self, backend: impl Backend) -> Self {
+        self.shared_backend(Arc::new(backend))
+    }
+
+    /// A backend shared with other caches (as a process would share Redis).
+    pub fn shared_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = Some(backend);
+        #[cfg(feature = "redis")]
+        {
+            self.redis = None;
+        }
+        self
+    }
+
+    /// The key prefix: separates applications or environments sharing one
+    /// backend. ASCII letters, digits, `_`, `.`, `-` and `:`. Default `cache`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The TTL of functions whose attribute sets none: one second to
+    /// [`MAX_TTL`] (365 days). Default five minutes.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// The value codec. Default [`CodecKind::Bincode`].
+    pub fn codec(mut self, codec: CodecKind) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Checks the configuration and builds the cache. A Redis backend connects
+    /// lazily, on the first call (inside a Tokio runtime).
+    pub fn build(self) -> Result<Cache> {
+        key::check_name("prefix", &self.prefix, true)?;
+        check_ttl("the default TTL", self.default_ttl)?;
+        let circuit = self.circuit.unwrap_or_else(|| self.backoff_circuit());
+        if circuit.threshold == 0 || circuit.base.is_zero() || circuit.cap < circuit.base {
+            return Err(Error::Config(format!(
+                "invalid circuit breaker settings {circuit:?}: the threshold and base must be positive and the cap at least the base"
+            )));
+        }
+        let backend: Arc<dyn Backend> = match self.backend {
+            Some(backend) => backend,
+            #[cfg(feature = "redis")]
+            None if self.redis.is_some() => Arc::new(crate::backend::RedisBackend::lazy(
+                self.redis.clone().expect("checked"),
+            )?),
+            None => Arc::new(MemoryBackend::new()),
+        };
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                backend,
+                prefix: self.prefix,
+                default_ttl: self.default_ttl,
+                codec: self.codec,
+                flights: Arc::default(),
+                stats: Registry::default(),
+                log_keys: self.log_keys,
+                throttle: Throttle::new(WARN_PERIOD),
+                circuit_config: circuit,
+                circuit: Circuit::new(circuit),
+                closed: AtomicBool::new(false),
+                writes_in_flight: AtomicUsize::new(0),
+                writes_done: Notify::new(),
+            }),
+        })
+    }
+
+    /// Builds the cache and, if its Redis configuration asks for fail-fast,
+    /// checks that Redis answers: startup then fails rather than running
+    /// uncached.
+    pub async fn connect(self) -> Result<Cache> {
+        #[cfg(feature = "redis")]
+        let fail_fast = self.redis.as_ref().is_some_and(|r| r.fail_fast);
+        #[cfg(not(feature = "redis"))]
+        let fail_fast = false;
+        let cache = self.build()?;
+        if fail_fast {
+            cache.inner.backend.ping().await.map_err(|e| {
+                Error::Config(format!(
+                    "fail-fast is set and the cache backend does not answer: {e}"
+                ))
+            })?;
+        }
+        Ok(cache)
+    }
+
+    /// Builds the cache and installs it as the process-wide one.
+    ///
+    /// Fails if the configuration is invalid or a global cache is already in
+    /// place (installed, or started by a cached call that ran first).
+    pub fn install(self) -> Result<Cache> {
+        let cache = self.build()?;
+        crate::global::install(cache.clone()).map_err(|_| Error::AlreadyInstalled)?;
+        Ok(cache)
+    }
+}
+
+/// Checks a TTL against the bounds every backend can store.
+pub(crate) fn check_ttl(what: &str, ttl: Duration) -> Result<()> {
+    if ttl < Duration::from_secs(1) {
+        return Err(Error::Config(format!(
+            "{what} must be at least one second, not {ttl:?}"
+        )));
+    }
+    if ttl > MAX_TTL {
+        return Err(Error::Config(format!(
+            "{what} must be at most 365 days, not {}",
+            humantime::format_duration(ttl)
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,668 @@
+//! Regression tests for the edges of G1-G6 found by the hardening review
+//! (issue 10), on the in-memory backend and on backends that fail on purpose.
+//! Each test is named after the bug it pins; the Redis-only ones live in
+//! `redis.rs`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::time::Duration;
+
+use cache_runtime::{Backend, Cache, CircuitConfig, MemoryBackend, cached};
+use common::{Faulty, Gate, Mode, Op, eventually};
+use serde::{Deserialize, Serialize};
+
+fn shared(backend: Arc<dyn Backend>) -> Cache {
+    Cache::builder().shared_backend(backend).build().unwrap()
+}
+
+// 1. A cancelled half-open probe switched the cache off for good.
+
+static PROBE_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(namespace = "probe")]
+async fn probed(id: u64) -> u64 {
+    PROBE_RUNS.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_half_open_probe_does_not_switch_the_cache_off() {
+    let backend = Arc::new(Faulty::new(Arc::new(MemoryBackend::new())));
+    let cache = Cache::builder()
+        .shared_backend(backend.clone())
+        .circuit(CircuitConfig {
+            threshold: 1,
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(40),
+        })
+        .build()
+        .unwrap();
+    // Down: the circuit opens.
+    backend.set_all(Mode::Fail);
+    cache.scope(probed(1)).await;
+    assert!(cache.health().await.circuit_open);
+    // Frozen when the probe goes, and the probe's caller gives up (a request
+    // timeout, a client that went away).
+    backend.set_all(Mode::Hang);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cancelled = tokio::time::timeout(Duration::from_millis(30), cache.scope(probed(1))).await;
+    assert!(cancelled.is_err(), "the probe was expected to hang");
+    // Back: caching must resume by itself.
+    backend.set_all(Mode::Pass);
+    let hits = || cache.stats().namespace("probe").hits;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while hits() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hit after the backend came back: the cancelled probe left the circuit stuck"
+        );
+        cache.scope(probed(1)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let health = cache.health().await;
+    assert!(health.healthy && !health.circuit_open, "{health:?}");
+}
+
+// 3. Generic code shared keys: the attribute cannot see an enclosing
+// `impl<Key>`, and guessed "generic" from the shape of a type name.
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct UserId(u64);
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct GroupId(u64);
+
+struct Labels<Key>(std::marker::PhantomData<Key>);
+
+impl<Key: Serialize + Send + Sync + 'static> Labels<Key> {
+    #[cached(namespace = "labels")]
+    async fn label(key: Key) -> String {
+        let _ = key;
+        std::any::type_name::<Key>()
+            .rsplit("::")
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn generic_impls_never_share_keys() {
+    Cache::memory()
+        .scope(async {
+            assert_eq!(Labels::<UserId>::label(UserId(5)).await, "UserId");
+            assert_eq!(
+                Labels::<GroupId>::label(GroupId(5)).await,
+                "GroupId",
+                "Labels<GroupId> got Labels<UserId>'s entry"
+            );
+            assert_eq!(Labels::<UserId>::label(UserId(5)).await, "UserId");
+        })
+        .await;
+}
+
+/// Two value types with one wire layout and different meanings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Celsius(f64);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Fahrenheit(f64);
+
+trait Unit: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {
+    fn of(reading: f64) -> Self;
+}
+
+impl Unit for Celsius {
+    fn of(reading: f64) -> Self {
+        Celsius(reading)
+    }
+}
+
+impl Unit for Fahrenheit {
+    fn of(reading: f64) -> Self {
+        Fahrenheit(reading * 9.0 / 5.0 + 32.0)
+    }
+}
+
+struct Sensor<Value>(std::marker::PhantomData<Value>);
+
+static SENSOR_GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
+
+impl<Value: Unit> Sensor<Value> {
+    #[cached(namespace = "sensor")]
+    async fn read(id: u64) -> Value {
+        SENSOR_GATE.pass().await;
+        Value::of(id as f64)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_of_another_value_type_gets_its_own_value() {
+    let cache = Cache::memory();
+    let celsius = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.scope(Sensor::<Celsius>::read(100)).await })
+    };
+    SENSOR_GATE.wait_reached(1).await;
+    let fahrenheit = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.scope(Sensor::<Fahrenheit>::read(100)).await })
+    };
+    // Give the second call the time to queue behind the first, if it shares
+    // its flight; then let both finish.
+    eventually("the second call to miss", || {
+        cache.stats().namespace("sensor").misses == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    SENSOR_GATE.open();
+    assert_eq!(celsius.await.unwrap(), Celsius(100.0));
+    assert_eq!(fahrenheit.await.unwrap(), Fahrenheit(212.0));
+    assert_eq!(
+        cache.scope(Sensor::<Fahrenheit>::read(100)).await,
+        Fahrenheit(212.0)
+    );
+}
+
+// 4. Methods of two `impl` blocks in one module with the same name collided;
+// whichever ran second was uncached forever.
+
+struct Orders;
+struct Invoices;
+
+static ORDER_RUNS: AtomicU32 = AtomicU32::new(0);
+static INVOICE_RUNS: AtomicU32 = AtomicU32::new(0);
+
+impl Orders {
+    #[cached]
+    async fn count() -> u64 {
+        ORDER_RUNS.fetch_add(1, SeqCst);
+        3
+    }
+}
+
+impl Invoices {
+    #[cached]
+    async fn count() -> u64 {
+        INVOICE_RUNS.fetch_add(1, SeqCst);
+        4
+    }
+}
+
+#[tokio::test]
+async fn same_named_methods_of_two_impls_are_both_cached() {
+    Cache::memory()
+        .scope(async {
+            for _ in 0..3 {
+                assert_eq!(Orders::count().await, 3);
+                assert_eq!(Invoices::count().await, 4);
+            }
+        })
+        .await;
+    assert_eq!(ORDER_RUNS.load(SeqCst), 1);
+    assert_eq!(
+        INVOICE_RUNS.load(SeqCst),
+        1,
+        "the second impl's method was not cached"
+    );
+}
+
+// 5. Single-flight fell apart when the leader's store was refused or its
+// result could not be shared: every waiter ran the body at once.
+
+static STAMPEDE_RUNS: AtomicU32 = AtomicU32::new(0);
+static STAMPEDE_GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
+
+/// The first run waits at the gate; the others do not.
+#[cached(namespace = "stampede-refused", ttl = 60)]
+async fn hot(id: u64) -> u64 {
+    if STAMPEDE_RUNS.fetch_add(1, SeqCst) == 0 {
+        STAMPEDE_GATE.pass().await;
+    }
+    id * 10
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_recheck_the_shared_tier_when_another_process_stored_first() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let here = shared(backend.clone());
+    let elsewhere = shared(backend);
+    // The leader here misses and runs the body; 100 callers queue behind it.
+    let leader = {
+        let here = here.clone();
+        tokio::spawn(async move { here.scope(hot(1)).await })
+    };
+    STAMPEDE_GATE.wait_reached(1).await;
+    let waiters: Vec<_> = (0..100)
+        .map(|_| {
+            let here = here.clone();
+            tokio::spawn(async move { here.scope(hot(1)).await })
+        })
+        .collect();
+    eventually("the waiters to miss", || {
+        here.stats().namespace("stampede-refused").misses == 101
+    })
+    .await;
+    // Another process computes and stores first: the store here is refused.
+    assert_eq!(elsewhere.scope(hot(1)).await, 10);
+    STAMPEDE_GATE.open();
+    assert_eq!(leader.await.unwrap(), 10);
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap(), 10);
+    }
+    assert_eq!(
+        STAMPEDE_RUNS.load(SeqCst),
+        2,
+        "the body ran {} times for 101 callers here and 1 elsewhere",
+        STAMPEDE_RUNS.load(SeqCst)
+    );
+}
+
+static FAILING_IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
+static FAILING_MAX: AtomicU32 = AtomicU32::new(0);
+static FAILING_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(namespace = "failing")]
+async fn failing(id: u64) -> Result<u64, String> {
+    let now = FAILING_IN_FLIGHT.fetch_add(1, SeqCst) + 1;
+    FAILING_MAX.fetch_max(now, SeqCst);
+    FAILING_RUNS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    FAILING_IN_FLIGHT.fetch_sub(1, SeqCst);
+    Err(format!("{id} is down"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_body_is_not_run_by_every_waiter_at_once() {
+    let cache = Cache::memory();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.scope(failing(1)).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), Err("1 is down".to_owned()));
+    }
+    assert_eq!(
+        FAILING_RUNS.load(SeqCst),
+        20,
+        "every caller gets its own Err"
+    );
+    assert_eq!(
+        FAILING_MAX.load(SeqCst),
+        1,
+        "several bodies of one key ran at once"
+    );
+}
+
+static ABSENT_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(namespace = "absent")]
+async fn absent(id: u64) -> Option<u64> {
+    ABSENT_RUNS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    (id == 0).then_some(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_share_a_none_they_all_waited_for() {
+    let cache = Cache::memory();
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.scope(absent(1)).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), None);
+    }
+    assert!(
+        ABSENT_RUNS.load(SeqCst) <= 2,
+        "the body ran {} times for 50 concurrent callers",
+        ABSENT_RUNS.load(SeqCst)
+    );
+}
+
+// 6. After a failed store, followers were handed the leader's value, even
+// when they started after another process's invalidation had returned.
+
+static FRESH_DB: AtomicU64 = AtomicU64::new(1);
+static FRESH_GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
+
+#[cached(namespace = "fresh")]
+async fn fresh(id: u64) -> u64 {
+    let value = FRESH_DB.load(SeqCst);
+    if id == 1 {
+        FRESH_GATE.pass().await;
+    }
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_after_an_invalidation_elsewhere_never_gets_an_older_value() {
+    let inner: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let faulty = Arc::new(Faulty::new(inner.clone()));
+    let here = shared(faulty.clone());
+    let elsewhere = shared(inner);
+    // Stores fail here (a timeout), reads work.
+    faulty.set(Op::Put, Mode::Fail);
+
+    let slow = {
+        let here = here.clone();
+        tokio::spawn(async move { here.scope(fresh(1)).await })
+    };
+    FRESH_GATE.wait_reached(1).await;
+    // The write and its invalidation, in another process; it returns.
+    FRESH_DB.store(2, SeqCst);
+    elsewhere
+        .invalidate_namespace(FRESH_NAMESPACE)
+        .await
+        .unwrap();
+    // A call that starts now must not get the computation that began before.
+    let late = {
+        let here = here.clone();
+        tokio::spawn(async move { here.scope(fresh(1)).await })
+    };
+    eventually("the late call to miss", || {
+        here.stats().namespace("fresh").misses == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    FRESH_GATE.open();
+    assert_eq!(slow.await.unwrap(), 1);
+    assert_eq!(
+        late.await.unwrap(),
+        2,
+        "a call after the invalidation got the old value"
+    );
+}
+
+// 7. A body slower than the tombstone's TTL stored a pre-invalidation value.
+
+static SLOW_DB: AtomicU64 = AtomicU64::new(1);
+static SLOW_GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
+
+#[cached(namespace = "slow-body", ttl = 1)]
+async fn slow_body(id: u64) -> u64 {
+    let value = SLOW_DB.load(SeqCst);
+    if id == 1 {
+        SLOW_GATE.pass().await;
+    }
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_slower_than_the_ttl_never_stores_a_value_an_invalidation_ended() {
+    let cache = Cache::memory();
+    let slow = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.scope(slow_body(1)).await })
+    };
+    SLOW_GATE.wait_reached(1).await;
+    SLOW_DB.store(2, SeqCst);
+    cache.scope(slow_body_invalidate(&1)).await.unwrap();
+    // Longer than the function's TTL, so that a tombstone would be gone.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    SLOW_GATE.open();
+    assert_eq!(slow.await.unwrap(), 1);
+    assert_eq!(
+        cache.scope(slow_body(1)).await,
+        2,
+        "the slow body's value, computed before the invalidation, was stored"
+    );
+}
+
+// 10. The memory backend forgot every generation after 65,536 of them, and
+// tombstones of keys never cached took capacity.
+
+static KEPT_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(namespace = "kept")]
+async fn kept(id: u64) -> u64 {
+    KEPT_RUNS.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test]
+async fn invalidating_many_namespaces_does_not_flush_the_others() {
+    let cache = Cache::memory();
+    cache.scope(kept(1)).await;
+    for i in 0..5_000 {
+        cache
+            .invalidate_namespace(&format!("other-{i}"))
+            .await
+            .unwrap();
+    }
+    cache.scope(kept(1)).await;
+    assert_eq!(
+        KEPT_RUNS.load(SeqCst),
+        1,
+        "other namespaces' invalidations flushed this one"
+    );
+}
+
+#[cached(namespace = "room")]
+async fn room(id: u64) -> u64 {
+    id
+}
+
+#[tokio::test]
+async fn invalidating_keys_never_cached_takes_no_room() {
+    let backend = Arc::new(MemoryBackend::builder().max_entries(1_000).build());
+    let cache = shared(backend.clone());
+    cache
+        .scope(async {
+            for id in 0..32 {
+                room(id).await;
+            }
+            for id in 1_000..3_000 {
+                room_invalidate(&id).await.unwrap();
+            }
+        })
+        .await;
+    backend.run_pending_tasks();
+    assert!(
+        backend.entry_count() <= 32,
+        "{} entries held after invalidating 2,000 keys that were never cached",
+        backend.entry_count()
+    );
+}
+
+// 13. An entry invalidation was lost under concurrency in the default
+// in-memory cache: the tombstone's plain insert raced the conditional store.
+
+static TRUTH: std::sync::LazyLock<Vec<AtomicU64>> =
+    std::sync::LazyLock::new(|| (0..50).map(|_| AtomicU64::new(0)).collect());
+
+#[cached(namespace = "truth")]
+async fn truth(key: usize) -> u64 {
+    let version = TRUTH[key].load(SeqCst);
+    tokio::task::yield_now().await;
+    version
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entry_invalidations_are_never_lost_under_concurrency() {
+    let cache = Cache::memory();
+    // What every key's version was when its last invalidation returned.
+    let floors: Arc<Vec<AtomicU64>> = Arc::new((0..50).map(|_| AtomicU64::new(0)).collect());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stale = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for writer in 0..2u64 {
+        let (cache, floors, stop) = (cache.clone(), floors.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = writer;
+            while !stop.load(SeqCst) {
+                let key = (n * 7 % 50) as usize;
+                n += 1;
+                let version = TRUTH[key].fetch_add(1, SeqCst) + 1;
+                cache.scope(truth_invalidate(&key)).await.unwrap();
+                floors[key].fetch_max(version, SeqCst);
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for reader in 0..32u64 {
+        let (cache, floors, stop, stale) =
+            (cache.clone(), floors.clone(), stop.clone(), stale.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = reader;
+            while !stop.load(SeqCst) {
+                let key = (n * 13 % 50) as usize;
+                n += 1;
+                let floor = floors[key].load(SeqCst);
+                let seen = cache.scope(truth(key)).await;
+                if seen < floor {
+                    stale.fetch_add(1, SeqCst);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, SeqCst);
+    for task in tasks {
+        // A bound that only a hang reaches (the old memory backend's compute
+        // could stall a read until an entry expired).
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("a task hung")
+            .unwrap();
+    }
+    assert_eq!(
+        stale.load(SeqCst),
+        0,
+        "reads that started after an invalidation returned saw an older version"
+    );
+}
+
+// 14. A lost tombstone let a pre-invalidation value back in: a bounded cache
+// evicted it while a slow reader computed.
+
+static EVICT_DB: AtomicU64 = AtomicU64::new(1);
+static EVICT_GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
+
+#[cached(namespace = "evicted")]
+async fn evicted(id: u64) -> u64 {
+    if id == 0 {
+        let value = EVICT_DB.load(SeqCst);
+        EVICT_GATE.pass().await;
+        return value;
+    }
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_tombstone_never_lets_an_old_value_in() {
+    let backend = Arc::new(MemoryBackend::builder().max_entries(16).build());
+    let cache = shared(backend.clone());
+    let slow = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.scope(evicted(0)).await })
+    };
+    EVICT_GATE.wait_reached(1).await;
+    EVICT_DB.store(2, SeqCst);
+    cache.scope(evicted_invalidate(&0)).await.unwrap();
+    // Other traffic evicts whatever the invalidation left.
+    cache
+        .scope(async {
+            for id in 1..200 {
+                evicted(id).await;
+            }
+        })
+        .await;
+    backend.run_pending_tasks();
+    EVICT_GATE.open();
+    assert_eq!(slow.await.unwrap(), 1);
+    assert_eq!(
+        cache.scope(evicted(0)).await,
+        2,
+        "the value computed before the invalidation was stored"
+    );
+}
+
+// 17. Without a Tokio runtime, a Redis-backed call panicked, while
+// memory-backed calls worked. (The Redis case is in `redis.rs`; this pins
+// that the memory backend needs no runtime at all.)
+
+#[cached(namespace = "no-runtime")]
+async fn no_runtime(id: u64) -> u64 {
+    id + 1
+}
+
+#[test]
+fn a_memory_backed_call_needs_no_tokio_runtime() {
+    let cache = Cache::memory();
+    assert_eq!(common::block_on(cache.scope(no_runtime(1))), 2);
+    assert_eq!(common::block_on(cache.scope(no_runtime(1))), 2);
+    assert_eq!(cache.stats().namespace("no-runtime").hits, 1);
+}
+
+// 18. Values bincode cannot decode (serde `untagged`) errored on every call.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Loose {
+    Number(u64),
+    Text(String),
+}
+
+static LOOSE_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(namespace = "loose")]
+async fn loose(id: u64) -> Loose {
+    LOOSE_RUNS.fetch_add(1, SeqCst);
+    Loose::Number(id)
+}
+
+#[tokio::test]
+async fn a_value_type_that_cannot_round_trip_runs_uncached_with_one_error() {
+    let cache = Cache::memory();
+    for _ in 0..5 {
+        assert_eq!(cache.scope(loose(1)).await, Loose::Number(1));
+    }
+    assert_eq!(LOOSE_RUNS.load(SeqCst), 5);
+    let stats = cache.stats().namespace("loose");
+    assert_eq!(
+        (stats.hits, stats.misses, stats.errors),
+        (0, 5, 1),
+        "one error when the type is found not to round-trip, then plain misses"
+    );
+}
+
+// 19. For generic and `impl Trait` key arguments the concrete type was part
+// of the key, so invalidating with a `&str` missed an entry cached with a
+// `String`.
+
+static GREET_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(namespace = "greet")]
+async fn greet(name: impl Serialize + std::fmt::Display + Send) -> String {
+    GREET_RUNS.fetch_add(1, SeqCst);
+    format!("hello {name}")
+}
+
+#[tokio::test]
+async fn str_like_key_arguments_share_their_entry() {
+    Cache::memory()
+        .scope(async {
+            assert_eq!(greet(String::from("bob")).await, "hello bob");
+            assert_eq!(greet("bob").await, "hello bob");
+            assert_eq!(
+                GREET_RUNS.load(SeqCst),
+                1,
+                "a &str missed the String's entry"
+            );
+            greet_invalidate(&"bob").await.unwrap();
+            assert_eq!(greet(String::from("bob")).await, "hello bob");
+            assert_eq!(
+                GREET_RUNS.load(SeqCst),
+                2,
+                "the invalidation missed the entry"
+            );
+        })
+        .await;
+}
