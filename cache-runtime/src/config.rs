@@ -274,28 +274,25 @@ impl fmt::Display for RedisConfig {
 }
 
 #[cfg(feature = "redis")]
-/// Replaces the passwords of something that looks like a URL (the one after
-/// `user:`, and `pass=` in the query) with `***`: for a parsed URL, and for
-/// messages about input that did not parse.
+/// Replaces the passwords in text that is meant to be a URL with `***`,
+/// working on the raw text so that input which does not parse is redacted
+/// as well as input which does: everything between the first `:` after
+/// `scheme://` and the *last* `@` (a password may contain `@ : / ? #`, a host
+/// never contains `@`), and everything after a `pass=` query parameter (the
+/// password of a `unix://` URL). When in doubt it hides too much, never too
+/// little.
 fn redact_input(input: &str) -> String {
-    let input = &redact_pass_param(input);
-    let Some(scheme_end) = input.find("://") else {
-        return input.to_owned();
+    let input = redact_pass_param(input);
+    let Some(scheme_end) = input.find("://").map(|i| i + 3) else {
+        return input;
     };
-    let rest = &input[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return input.to_owned();
+    let rest = &input[scheme_end..];
+    let Some(at) = rest.rfind('@') else {
+        return input;
     };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &input[..scheme_end + 3],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        None => input.to_owned(),
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}***{}", &input[..scheme_end + colon + 1], &rest[at..]),
+        None => input,
     }
 }
 
@@ -304,20 +301,25 @@ fn redact_input(input: &str) -> String {
 const PASS_PARAM: &str = "pass";
 
 #[cfg(feature = "redis")]
-/// Replaces the value of every `pass=` query parameter of `input` with `***`.
+/// Replaces everything after a `pass=` parameter with `***`: the password
+/// runs to the next `&` in a well-formed URL, but an unencoded `&` or `#` in
+/// it would leave a part of it in view.
 fn redact_pass_param(input: &str) -> String {
-    let Some(query_start) = input.find('?') else {
+    let Some(query) = input.find('?') else {
         return input.to_owned();
     };
-    let (head, query) = input.split_at(query_start + 1);
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((PASS_PARAM, _)) => format!("{PASS_PARAM}=***"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{head}{}", pairs.join("&"))
+    let marker = format!("{PASS_PARAM}=");
+    let mut start = query + 1;
+    loop {
+        if input[start..].starts_with(&marker) {
+            let value = start + marker.len();
+            return format!("{}***", &input[..value]);
+        }
+        match input[start..].find('&') {
+            Some(amp) => start += amp + 1,
+            None => return input.to_owned(),
+        }
+    }
 }
 
 #[cfg(feature = "redis")]
@@ -366,11 +368,11 @@ fn parse_url(input: &str) -> Result<url::Url> {
 
 #[cfg(feature = "redis")]
 fn check_db(db: &str) -> std::result::Result<(), String> {
+    // The value is not echoed: in a URL whose password holds a `/`, what
+    // parses as the database is a piece of the password.
     match db.parse::<u32>() {
         Ok(_) => Ok(()),
-        Err(_) => Err(format!(
-            "the database must be a number, as in /0 or /1, not `{db}`"
-        )),
+        Err(_) => Err("the database must be a number, as in /0 or /1".to_owned()),
     }
 }
 
@@ -427,6 +429,44 @@ mod tests {
         let err = RedisConfig::new("redis://app:hunter2@cache.internal:xx/1").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    }
+
+    /// Passwords with the characters a URL parser splits on, in URLs that
+    /// parse and in URLs that do not: the error or the shown URL never holds
+    /// any part of the password.
+    #[test]
+    fn passwords_with_url_delimiters_never_show() {
+        // Parts of three characters that appear nowhere else in the URLs.
+        for password in [
+            "Zq1/Xy2",
+            "Zq1@Xy2:Wv3/Ut4",
+            "Zq1?Xy2",
+            "Zq1#Xy2",
+            "Zq1%zzXy2",
+            "Zq1%40Xy2",
+            "Zq1:Xy2@Wv3",
+            "Zq1@Xy2/Wv3?Ut4#Sr5%",
+            "Zq1&Xy2",
+        ] {
+            for url in [
+                format!("redis://:{password}@127.0.0.1:6380/0"),
+                format!("redis://app:{password}@cache.internal:6380/1"),
+                format!("rediss://app:{password}@cache.internal/0"),
+                format!("unix:///run/redis.sock?db=1&pass={password}"),
+            ] {
+                let shown = match RedisConfig::new(&url) {
+                    Ok(config) => shown(&config).join(" "),
+                    Err(e) => format!("{e} {e:?}"),
+                };
+                for part in password.split(['/', '@', ':', '?', '#', '%', '&']) {
+                    assert!(
+                        part.len() < 3 || !shown.contains(part),
+                        "{url}: `{part}` of the password shows in: {shown}"
+                    );
+                }
+                assert!(shown.contains("***"), "{url}: {shown}");
+            }
+        }
     }
 
     #[test]

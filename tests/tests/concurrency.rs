@@ -2,12 +2,14 @@
 //! invalidation race (G3), each driven deterministically with explicit gates
 //! rather than sleeps where the order matters.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::Duration;
 
 use cache_runtime::{Cache, MemoryBackend, cached};
-use tokio::sync::Notify;
+use common::Gate;
 
 static STAMPEDE_RUNS: AtomicU32 = AtomicU32::new(0);
 
@@ -36,39 +38,6 @@ async fn a_thousand_concurrent_cold_calls_run_the_body_once() {
     assert_eq!(stats.errors, 0);
 }
 
-/// A gate bodies wait at until it opens, and the count of bodies that reached it.
-#[derive(Default)]
-struct Gate {
-    reached: AtomicU32,
-    is_open: AtomicBool,
-    opened: Notify,
-}
-
-impl Gate {
-    async fn pass(&self) {
-        let opened = self.opened.notified();
-        self.reached.fetch_add(1, SeqCst);
-        if !self.is_open.load(SeqCst) {
-            opened.await;
-        }
-    }
-
-    fn open(&self) {
-        self.is_open.store(true, SeqCst);
-        self.opened.notify_waiters();
-    }
-
-    fn close(&self) {
-        self.is_open.store(false, SeqCst);
-    }
-
-    async fn wait_reached(&self, n: u32) {
-        while self.reached.load(SeqCst) < n {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
 static LEADER_GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
 
 #[cached(namespace = "leader")]
@@ -77,7 +46,10 @@ async fn gated(id: u64) -> u64 {
     id + 100
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On one thread, so that when the follower's miss is counted it has also
+/// queued on the flight: nothing awaits between the two, and no other thread
+/// runs it half-way.
+#[tokio::test(flavor = "current_thread")]
 async fn a_cancelled_leader_hands_over_to_a_waiter() {
     let cache = Cache::memory();
     let leader = {
@@ -89,8 +61,11 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
         let cache = cache.clone();
         tokio::spawn(async move { cache.scope(gated(1)).await })
     };
-    // Let the follower queue behind the leader, then cancel the leader mid-body.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The follower queues behind the leader; then the leader is cancelled
+    // mid-body.
+    while cache.stats().namespace("leader").misses < 2 {
+        tokio::task::yield_now().await;
+    }
     assert_eq!(
         LEADER_GATE.reached.load(SeqCst),
         1,
@@ -164,13 +139,10 @@ async fn race(invalidate: impl AsyncFnOnce(&Cache), writer_is_other_process: boo
         let cache = reader_cache.clone();
         tokio::spawn(async move { cache.scope(race_read(1)).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
     if !writer_is_other_process {
-        assert_eq!(
-            RACE_GATE.reached.load(SeqCst),
-            reached + 2,
-            "the late caller joined the flight that began before the invalidation"
-        );
+        // It computes its own (and reaches the gate); a caller that joined the
+        // old flight would wait for it there forever, and this would time out.
+        RACE_GATE.wait_reached(reached + 2).await;
     }
 
     RACE_GATE.open();

@@ -386,12 +386,7 @@ async fn namespace_invalidation_is_independent_of_size() {
 #[tokio::test]
 async fn passwords_never_reach_logs_or_errors() {
     let server = RedisServer::start_with(&["--requirepass", "right-pw"]);
-    let captured = common::Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = common::capture_logs();
 
     let url = format!("redis://user:wrong-pw@127.0.0.1:{}/0", server.port());
     let config = RedisConfig::new(&url).unwrap();
@@ -420,16 +415,59 @@ async fn passwords_never_reach_logs_or_errors() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_waits_for_stores_then_runs_uncached() {
     let server = RedisServer::start();
-    let cache = cache_at(&server.url());
-    cache.scope(get_item(12)).await.unwrap();
-    assert!(cache.close(Duration::from_secs(1)).await);
+    let redis = RedisBackend::connect(RedisConfig::new(&server.url()).unwrap())
+        .await
+        .unwrap();
+    let backend = Arc::new(common::Faulty::new(Arc::new(redis)));
+    let cache = Cache::builder()
+        .shared_backend(backend.clone())
+        .build()
+        .unwrap();
+    // A store under way when the server is told to stop: it hangs until let go.
+    backend.set(common::Op::Put, common::Mode::Hang);
+    let call = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.scope(get_item(12)).await })
+    };
+    common::eventually("the store to start", || backend.puts_started() == 1).await;
+    let closing = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.close(Duration::from_secs(10)).await })
+    };
+    // A generous bound that only catches a close that did not wait.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !closing.is_finished(),
+        "close returned with a store under way"
+    );
+    backend.set(common::Op::Put, common::Mode::Pass);
+    assert!(closing.await.unwrap(), "close gave up on the store");
+    assert_eq!(call.await.unwrap(), Ok(item(12)));
+    let keys = server.cli(&["--scan", "--pattern", "cache:{items:*}:*get_item*"]);
+    assert_eq!(keys.lines().count(), 1, "the awaited store did not land");
+
+    // Closed: calls run uncached.
     let runs = ITEM_RUNS.of(12);
     assert_eq!(cache.scope(get_item(12)).await, Ok(item(12)));
     assert_eq!(ITEM_RUNS.of(12), runs + 1, "a closed cache served a hit");
     assert!(!cache.health().await.healthy);
+
+    // And a store that outlives the grace is given up on.
+    let cache = Cache::builder()
+        .shared_backend(backend.clone())
+        .build()
+        .unwrap();
+    backend.set(common::Op::Put, common::Mode::Hang);
+    let _hung = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.scope(get_item(20)).await })
+    };
+    common::eventually("the second store to start", || backend.puts_started() == 2).await;
+    assert!(!cache.close(Duration::from_millis(50)).await);
+    backend.set(common::Op::Put, common::Mode::Pass);
 }
 
 #[tokio::test]
@@ -505,6 +543,19 @@ fn configuration_precedence_is_code_then_environment_then_defaults() {
         "{from_env_over}"
     );
     assert!(from_env_over.contains("MemoryBackend"), "{from_env_over}");
+
+    // A malformed URL is reported without its password, whichever part of
+    // it the parser took for what.
+    let (out, err) = peer_with_env(
+        &["-", "env"],
+        &[("REDIS_URL", "redis://:Zq1/Xy2@127.0.0.1:1/0")],
+    );
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("invalid Redis URL"), "{err}");
+    assert!(
+        !err.contains("Zq1") && !err.contains("Xy2"),
+        "password leaked: {err}"
+    );
 
     let bad = [
         ("REDIS_URL", "redis://127.0.0.1:1"),

@@ -6,11 +6,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::Duration;
 
 use cache_runtime::{Backend, Cache, CircuitConfig, MemoryBackend, cached};
-use common::{Faulty, Gate, Mode, Op, eventually};
+use common::{Faulty, Gate, Mode, Op, Source, eventually};
 use serde::{Deserialize, Serialize};
 
 fn shared(backend: Arc<dyn Backend>) -> Cache {
@@ -329,16 +329,11 @@ async fn waiters_share_a_none_they_all_waited_for() {
 // 6. After a failed store, followers were handed the leader's value, even
 // when they started after another process's invalidation had returned.
 
-static FRESH_DB: AtomicU64 = AtomicU64::new(1);
-static FRESH_GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
+static FRESH: std::sync::LazyLock<Source> = std::sync::LazyLock::new(Source::default);
 
 #[cached(namespace = "fresh")]
 async fn fresh(id: u64) -> u64 {
-    let value = FRESH_DB.load(SeqCst);
-    if id == 1 {
-        FRESH_GATE.pass().await;
-    }
-    value
+    FRESH.read(id == 1).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,9 +349,9 @@ async fn a_caller_after_an_invalidation_elsewhere_never_gets_an_older_value() {
         let here = here.clone();
         tokio::spawn(async move { here.scope(fresh(1)).await })
     };
-    FRESH_GATE.wait_reached(1).await;
+    FRESH.gate.wait_reached(1).await;
     // The write and its invalidation, in another process; it returns.
-    FRESH_DB.store(2, SeqCst);
+    FRESH.write(2);
     elsewhere
         .invalidate_namespace(FRESH_NAMESPACE)
         .await
@@ -371,8 +366,8 @@ async fn a_caller_after_an_invalidation_elsewhere_never_gets_an_older_value() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    FRESH_GATE.open();
-    assert_eq!(slow.await.unwrap(), 1);
+    FRESH.gate.open();
+    assert_eq!(slow.await.unwrap(), 0);
     assert_eq!(
         late.await.unwrap(),
         2,
@@ -382,16 +377,11 @@ async fn a_caller_after_an_invalidation_elsewhere_never_gets_an_older_value() {
 
 // 7. A body slower than the tombstone's TTL stored a pre-invalidation value.
 
-static SLOW_DB: AtomicU64 = AtomicU64::new(1);
-static SLOW_GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
+static SLOW: std::sync::LazyLock<Source> = std::sync::LazyLock::new(Source::default);
 
 #[cached(namespace = "slow-body", ttl = 1)]
 async fn slow_body(id: u64) -> u64 {
-    let value = SLOW_DB.load(SeqCst);
-    if id == 1 {
-        SLOW_GATE.pass().await;
-    }
-    value
+    SLOW.read(id == 1).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,13 +391,13 @@ async fn a_body_slower_than_the_ttl_never_stores_a_value_an_invalidation_ended()
         let cache = cache.clone();
         tokio::spawn(async move { cache.scope(slow_body(1)).await })
     };
-    SLOW_GATE.wait_reached(1).await;
-    SLOW_DB.store(2, SeqCst);
+    SLOW.gate.wait_reached(1).await;
+    SLOW.write(2);
     cache.scope(slow_body_invalidate(&1)).await.unwrap();
     // Longer than the function's TTL, so that a tombstone would be gone.
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    SLOW_GATE.open();
-    assert_eq!(slow.await.unwrap(), 1);
+    SLOW.gate.open();
+    assert_eq!(slow.await.unwrap(), 0);
     assert_eq!(
         cache.scope(slow_body(1)).await,
         2,
@@ -474,66 +464,52 @@ async fn invalidating_keys_never_cached_takes_no_room() {
 // 13. An entry invalidation was lost under concurrency in the default
 // in-memory cache: the tombstone's plain insert raced the conditional store.
 
-static TRUTH: std::sync::LazyLock<Vec<AtomicU64>> =
-    std::sync::LazyLock::new(|| (0..50).map(|_| AtomicU64::new(0)).collect());
+static TRUTH: std::sync::LazyLock<common::Truth> =
+    std::sync::LazyLock::new(|| common::Truth::new(50));
 
 #[cached(namespace = "truth")]
 async fn truth(key: usize) -> u64 {
-    let version = TRUTH[key].load(SeqCst);
+    let version = TRUTH.versions[key].load(SeqCst);
     tokio::task::yield_now().await;
     version
 }
 
+type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn entry_invalidations_are_never_lost_under_concurrency() {
     let cache = Cache::memory();
-    // What every key's version was when its last invalidation returned.
-    let floors: Arc<Vec<AtomicU64>> = Arc::new((0..50).map(|_| AtomicU64::new(0)).collect());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stale = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for writer in 0..2u64 {
-        let (cache, floors, stop) = (cache.clone(), floors.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
+    let writers = (0..2usize).map(|writer| -> Task {
+        let (cache, stop) = (cache.clone(), stop.clone());
+        Box::pin(async move {
             let mut n = writer;
             while !stop.load(SeqCst) {
-                let key = (n * 7 % 50) as usize;
+                let key = n * 7 % 50;
                 n += 1;
-                let version = TRUTH[key].fetch_add(1, SeqCst) + 1;
-                cache.scope(truth_invalidate(&key)).await.unwrap();
-                floors[key].fetch_max(version, SeqCst);
+                TRUTH.write(key, cache.scope(truth_invalidate(&key))).await;
                 tokio::task::yield_now().await;
             }
-        }));
-    }
-    for reader in 0..32u64 {
-        let (cache, floors, stop, stale) =
-            (cache.clone(), floors.clone(), stop.clone(), stale.clone());
-        tasks.push(tokio::spawn(async move {
+        })
+    });
+    let readers = (0..32usize).map(|reader| -> Task {
+        let (cache, stop) = (cache.clone(), stop.clone());
+        Box::pin(async move {
             let mut n = reader;
             while !stop.load(SeqCst) {
-                let key = (n * 13 % 50) as usize;
+                let key = n * 13 % 50;
                 n += 1;
-                let floor = floors[key].load(SeqCst);
-                let seen = cache.scope(truth(key)).await;
-                if seen < floor {
-                    stale.fetch_add(1, SeqCst);
-                }
+                TRUTH.read(key, || cache.scope(truth(key))).await;
             }
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, SeqCst);
-    for task in tasks {
-        // A bound that only a hang reaches (the old memory backend's compute
-        // could stall a read until an entry expired).
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("a task hung")
-            .unwrap();
-    }
+        })
+    });
+    common::run_for(Duration::from_secs(2), writers.chain(readers), &stop).await;
+    assert!(
+        TRUTH.reads.load(SeqCst) > 1000,
+        "too few reads to mean anything"
+    );
     assert_eq!(
-        stale.load(SeqCst),
+        TRUTH.stale.load(SeqCst),
         0,
         "reads that started after an invalidation returned saw an older version"
     );
@@ -542,17 +518,14 @@ async fn entry_invalidations_are_never_lost_under_concurrency() {
 // 14. A lost tombstone let a pre-invalidation value back in: a bounded cache
 // evicted it while a slow reader computed.
 
-static EVICT_DB: AtomicU64 = AtomicU64::new(1);
-static EVICT_GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
+static EVICT: std::sync::LazyLock<Source> = std::sync::LazyLock::new(Source::default);
 
 #[cached(namespace = "evicted")]
 async fn evicted(id: u64) -> u64 {
-    if id == 0 {
-        let value = EVICT_DB.load(SeqCst);
-        EVICT_GATE.pass().await;
-        return value;
+    match id {
+        0 => EVICT.read(true).await,
+        id => id,
     }
-    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,8 +536,8 @@ async fn an_evicted_tombstone_never_lets_an_old_value_in() {
         let cache = cache.clone();
         tokio::spawn(async move { cache.scope(evicted(0)).await })
     };
-    EVICT_GATE.wait_reached(1).await;
-    EVICT_DB.store(2, SeqCst);
+    EVICT.gate.wait_reached(1).await;
+    EVICT.write(2);
     cache.scope(evicted_invalidate(&0)).await.unwrap();
     // Other traffic evicts whatever the invalidation left.
     cache
@@ -575,8 +548,8 @@ async fn an_evicted_tombstone_never_lets_an_old_value_in() {
         })
         .await;
     backend.run_pending_tasks();
-    EVICT_GATE.open();
-    assert_eq!(slow.await.unwrap(), 1);
+    EVICT.gate.open();
+    assert_eq!(slow.await.unwrap(), 0);
     assert_eq!(
         cache.scope(evicted(0)).await,
         2,
@@ -665,4 +638,93 @@ async fn str_like_key_arguments_share_their_entry() {
             );
         })
         .await;
+}
+
+// 9. `default_ttl` / `CACHE_DEFAULT_TTL` had no upper bound: an out-of-range
+// `PX` made every store fail.
+
+#[test]
+fn an_out_of_range_default_ttl_is_refused_where_it_is_configured() {
+    for ttl in [
+        Duration::from_secs(366 * 24 * 3600),
+        Duration::from_secs(u64::MAX / 4),
+    ] {
+        let err = Cache::builder().default_ttl(ttl).build().unwrap_err();
+        assert!(err.to_string().contains("at most 365 days"), "{err}");
+    }
+    let longest = Cache::builder().default_ttl(cache_runtime::MAX_TTL).build();
+    assert!(longest.is_ok());
+}
+
+// 11. Logs carried keys, and keys carry argument values (e-mails, tokens).
+
+#[cached(namespace = "private")]
+async fn by_email(email: &str) -> String {
+    email.len().to_string()
+}
+
+#[tokio::test]
+async fn logs_name_the_namespace_and_function_not_the_arguments() {
+    let (captured, guard) = common::capture_logs();
+    let backend = Arc::new(Faulty::new(Arc::new(MemoryBackend::new())));
+    backend.set_all(Mode::Fail);
+    let cache = shared(backend.clone());
+    cache.scope(by_email("ada.secret@example.com")).await;
+    let logs = captured.text();
+    assert!(logs.contains("cache read failed"), "nothing logged: {logs}");
+    assert!(
+        logs.contains("private") && logs.contains("by_email"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("secret"),
+        "an argument reached the logs: {logs}"
+    );
+
+    // Opt in, for debugging: the key is logged.
+    drop(guard);
+    let (captured, _guard) = common::capture_logs();
+    let cache = Cache::builder()
+        .shared_backend(backend)
+        .log_keys(true)
+        .build()
+        .unwrap();
+    cache.scope(by_email("ada.secret@example.com")).await;
+    assert!(captured.text().contains("secret"), "{}", captured.text());
+}
+
+// 12. `.circuit(c).redis(r)` silently replaced `c`'s periods with Redis's.
+
+#[test]
+fn an_explicit_circuit_wins_in_any_order() {
+    let circuit = CircuitConfig {
+        threshold: 2,
+        base: Duration::from_secs(7),
+        cap: Duration::from_secs(70),
+    };
+    let redis = || cache_runtime::RedisConfig::new("redis://127.0.0.1:1/0").unwrap();
+    let before = Cache::builder()
+        .circuit(circuit)
+        .redis(redis())
+        .build()
+        .unwrap();
+    let after = Cache::builder()
+        .redis(redis())
+        .circuit(circuit)
+        .build()
+        .unwrap();
+    for cache in [before, after] {
+        let shown = format!("{cache:?}");
+        assert!(
+            shown.contains("base: 7s") && shown.contains("cap: 70s"),
+            "{shown}"
+        );
+    }
+    // Without one, the circuit follows Redis's reconnect backoff.
+    let redis = redis().backoff(Duration::from_millis(20), Duration::from_secs(2));
+    let shown = format!("{:?}", Cache::builder().redis(redis).build().unwrap());
+    assert!(
+        shown.contains("base: 20ms") && shown.contains("cap: 2s"),
+        "{shown}"
+    );
 }

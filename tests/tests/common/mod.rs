@@ -59,6 +59,7 @@ pub struct Faulty {
     modes: std::sync::Mutex<std::collections::HashMap<Op, Mode>>,
     changed: tokio::sync::Notify,
     pub calls: AtomicU64,
+    puts: AtomicU64,
 }
 
 impl Faulty {
@@ -68,6 +69,7 @@ impl Faulty {
             modes: Default::default(),
             changed: tokio::sync::Notify::new(),
             calls: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
         }
     }
 
@@ -89,8 +91,16 @@ impl Faulty {
         }
     }
 
+    /// Stores that reached this backend, answered or not.
+    pub fn puts_started(&self) -> u64 {
+        self.puts.load(Ordering::SeqCst)
+    }
+
     async fn enter(&self, op: Op) -> Result<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if op == Op::Put {
+            self.puts.fetch_add(1, Ordering::SeqCst);
+        }
         loop {
             let changed = self.changed.notified();
             let mode = self
@@ -244,5 +254,100 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
             std::task::Poll::Ready(output) => return output,
             std::task::Poll::Pending => std::thread::park(),
         }
+    }
+}
+
+/// Captures what `tracing` logs on this thread (every level) until the guard
+/// drops.
+pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// A source of truth a cached body reads (a database row's version), and a
+/// gate the body can wait at after reading it: a slow query that read before
+/// a write.
+#[derive(Debug, Default)]
+pub struct Source {
+    pub value: AtomicU64,
+    pub gate: Gate,
+}
+
+impl Source {
+    /// Reads the value; if `slow`, waits at the gate after reading it.
+    pub async fn read(&self, slow: bool) -> u64 {
+        let value = self.value.load(Ordering::SeqCst);
+        if slow {
+            self.gate.pass().await;
+        }
+        value
+    }
+
+    pub fn write(&self, value: u64) {
+        self.value.store(value, Ordering::SeqCst);
+    }
+}
+
+/// The ground-truth check of G3: writers bump a key's true version and then
+/// invalidate it; readers record the version of the last invalidation that
+/// returned before they start, call, and count a read that returns an older
+/// version as stale. `read` is the cached function (it reads
+/// `versions[key]`), `invalidate` its companion.
+pub struct Truth {
+    pub versions: Vec<AtomicU64>,
+    floors: Vec<AtomicU64>,
+    pub reads: AtomicU64,
+    pub stale: AtomicU64,
+}
+
+impl Truth {
+    pub fn new(keys: usize) -> Truth {
+        Truth {
+            versions: (0..keys).map(|_| AtomicU64::new(0)).collect(),
+            floors: (0..keys).map(|_| AtomicU64::new(0)).collect(),
+            reads: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+        }
+    }
+
+    /// One write: bumps the version, invalidates, records the floor if the
+    /// invalidation returned `Ok`.
+    pub async fn write<F: Future<Output = Result<()>>>(&self, key: usize, invalidate: F) {
+        let version = self.versions[key].fetch_add(1, Ordering::SeqCst) + 1;
+        if invalidate.await.is_ok() {
+            self.floors[key].fetch_max(version, Ordering::SeqCst);
+        }
+    }
+
+    /// One read, checked.
+    pub async fn read<F: Future<Output = u64>>(&self, key: usize, read: impl FnOnce() -> F) {
+        let floor = self.floors[key].load(Ordering::SeqCst);
+        let seen = read().await;
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if seen < floor {
+            self.stale.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Runs `tasks` until `duration` has passed (they check `stop`), then joins
+/// them, failing on a task that does not end within a bound only a hang
+/// reaches.
+pub async fn run_for<F>(duration: Duration, tasks: impl IntoIterator<Item = F>, stop: &AtomicBool)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let tasks: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("a task hung")
+            .unwrap();
     }
 }

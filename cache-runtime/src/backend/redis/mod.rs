@@ -17,9 +17,9 @@
 //! scans. Needs Redis 6.0 or newer (`SET .. KEEPTTL`).
 
 use std::fmt;
-use std::sync::Arc;
 #[cfg(feature = "tls")]
 use std::sync::Once;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,7 +50,7 @@ const VERSION_LEN: usize = 8;
 /// its cached calls run uncached until Redis answers.
 #[derive(Clone)]
 pub struct RedisBackend {
-    connection: ConnectionManager,
+    connection: Arc<Connection>,
     scripts: Arc<Scripts>,
     response_timeout: Duration,
     description: String,
@@ -83,7 +83,9 @@ impl RedisBackend {
     }
 
     /// Creates the backend without connecting; the first command connects.
-    /// Must be called inside a Tokio runtime.
+    /// May be called outside a Tokio runtime: the connection is set up by the
+    /// first command, which must run inside one (outside, commands fail and
+    /// cached calls run uncached).
     pub fn lazy(config: RedisConfig) -> Result<RedisBackend> {
         config.warn_if_unprotected();
         #[cfg(feature = "tls")]
@@ -100,10 +102,12 @@ impl RedisBackend {
             .set_exponent_base(2.0)
             .set_max_delay(config.backoff_max)
             .set_number_of_retries(config.reconnect_attempts());
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| Error::backend(NAME, redact(&e, &config)))?;
         Ok(RedisBackend {
-            connection,
+            connection: Arc::new(Connection {
+                manager: OnceLock::new(),
+                client,
+                config: manager_config,
+            }),
             scripts: Arc::new(Scripts {
                 shard: redis::Script::new(scripts::SHARD),
                 put: redis::Script::new(scripts::PUT),
@@ -131,7 +135,7 @@ impl RedisBackend {
                  cached calls outside one run uncached",
             ));
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.manager()?.clone();
         let fut = async move { cmd.run(&mut connection).await };
         match tokio::time::timeout(self.response_timeout, fut).await {
             Ok(Ok(value)) => Ok(value),
@@ -144,6 +148,29 @@ impl RedisBackend {
                 ),
             )),
         }
+    }
+}
+
+/// The multiplexed connection, set up by the first command: redis-rs spawns
+/// its reconnecting task then, on the runtime that command runs on.
+struct Connection {
+    manager: OnceLock<ConnectionManager>,
+    client: redis::Client,
+    config: redis::aio::ConnectionManagerConfig,
+}
+
+impl Connection {
+    /// The connection manager; call inside a Tokio runtime.
+    fn manager(&self) -> Result<&ConnectionManager> {
+        if let Some(manager) = self.manager.get() {
+            return Ok(manager);
+        }
+        let manager =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+                .map_err(|e| Error::backend(NAME, e))?;
+        // Two first commands may race: one manager wins, the other is dropped
+        // before it connected.
+        Ok(self.manager.get_or_init(|| manager))
     }
 }
 
@@ -308,16 +335,6 @@ fn parse_lookup(reply: redis::Value) -> Result<Lookup> {
         _ => None,
     };
     Ok(Lookup { entry, shard })
-}
-
-/// Error messages of redis-rs do not include passwords, but a URL in a parse
-/// error could: never pass one through unredacted.
-fn redact(error: &redis::RedisError, config: &RedisConfig) -> String {
-    let message = error.to_string();
-    match config.password() {
-        Some(password) if !password.is_empty() => message.replace(&password, "***"),
-        _ => message,
-    }
 }
 
 impl RedisBackend {
