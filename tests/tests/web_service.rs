@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long Redis stays frozen after the write whose invalidation failed.
+const FROZEN_AFTER_WRITE: Duration = Duration::from_secs(1);
 
 /// One running instance of the service; killed on drop, and its log printed
 /// if the test is failing.
@@ -222,6 +225,48 @@ impl Service {
         }
     }
 
+    /// Sends SIGTERM and asserts that the service exits with status 0.
+    async fn terminate_cleanly(self) {
+        let name = self.name;
+        let status = self.terminate().await;
+        assert!(
+            status.success(),
+            "{name}: SIGTERM should stop it with status 0, not {status}"
+        );
+    }
+
+    /// PUTs Ada King over user 1 while Redis is frozen: the write must answer
+    /// 200 in time (each cache call pays CACHE_RESPONSE_TIMEOUT, 100ms, before
+    /// it gives up) and say that its invalidation failed.
+    async fn put_while_frozen(&self) {
+        let name = self.name;
+        let put = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            self.put(
+                "/users/1",
+                &json!({ "name": "Ada King", "email": "ada.king@example.com" }),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{name}: PUT with Redis frozen did not answer within {WRITE_TIMEOUT:?}")
+        });
+        assert_eq!(
+            put.status, 200,
+            "{name}: PUT with Redis frozen should not fail: {put:?}"
+        );
+        assert_eq!(
+            put.body,
+            user(1, "Ada King", "ada.king@example.com"),
+            "{name}: PUT with Redis frozen answers the update"
+        );
+        assert_eq!(
+            put.invalidation.as_deref(),
+            Some("failed"),
+            "{name}: PUT with Redis frozen should say its invalidation failed: {put:?}"
+        );
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -379,11 +424,7 @@ async fn second_read_is_a_hit_and_a_write_invalidates_it() {
     let list = service.get_ok("/users").await;
     assert_eq!(ids(&list.body), [1, 2, 3], "a rejected POST created a user");
 
-    let status = service.terminate().await;
-    assert!(
-        status.success(),
-        "SIGTERM should stop the service with status 0, not {status}"
-    );
+    service.terminate_cleanly().await;
 }
 
 #[tokio::test]
@@ -481,12 +522,7 @@ async fn two_instances_share_entries_and_invalidations() {
     );
 
     for service in [one, two] {
-        let name = service.name;
-        let status = service.terminate().await;
-        assert!(
-            status.success(),
-            "{name}: SIGTERM should stop it with status 0, not {status}"
-        );
+        service.terminate_cleanly().await;
     }
 }
 
@@ -570,9 +606,106 @@ async fn redis_outage_fails_open_and_recovers() {
     )
     .await;
 
-    let status = service.terminate().await;
+    service.terminate_cleanly().await;
+}
+
+/// Regression test: a write whose invalidation failed while Redis was frozen
+/// left the old entry in Redis, and after the thaw every instance served the
+/// old name until the entry's TTL (5 minutes) ran out.
+#[tokio::test]
+async fn a_failed_invalidation_lands_after_the_thaw() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("users.db");
+    let a = Service::start("instance A", &redis.url(), &db);
+    let b = Service::start("instance B", &redis.url(), &db);
+    let ada = user(1, "Ada Lovelace", "ada@example.com");
+    let ada_king = user(1, "Ada King", "ada.king@example.com");
+
+    // User 1 cached in Redis: A stores it, B finds it there. Polled, as a
+    // first read that pays for the lazy connection may time out and run
+    // uncached.
+    eventually(
+        RECOVERY_TIMEOUT,
+        "user 1 should be cached in Redis (a hit on instance B) before the freeze",
+        async || {
+            assert_eq!(a.get_ok("/users/1").await.body, ada, "the seeded user 1");
+            let shared = b.get_ok("/users/1").await;
+            assert_eq!(shared.body, ada, "the seeded user 1, on instance B");
+            shared.cache() == "hit"
+        },
+    )
+    .await;
+
+    redis.freeze();
+    a.put_while_frozen().await;
+
+    // Still frozen for a while: the retries fail too, and the circuit opens.
+    tokio::time::sleep(FROZEN_AFTER_WRITE).await;
+    redis.thaw();
+    // Done when both instances serve the new name from Redis (a hit): a read
+    // that fails open (circuit still open) would show the new name from the
+    // database while the old entry still sits in Redis.
+    let instances = [&a, &b];
+    let mut new_seen = [false; 2];
+    let mut new_cached = [false; 2];
+    eventually(
+        RECOVERY_TIMEOUT,
+        "both instances should serve the new name from the cache after the thaw",
+        async || {
+            for (i, service) in instances.iter().enumerate() {
+                let reply = service.get_ok("/users/1").await;
+                if reply.body == ada_king {
+                    new_seen[i] = true;
+                    new_cached[i] |= reply.cache() == "hit";
+                } else {
+                    assert_eq!(reply.body, ada, "{}: a read after the thaw", service.name);
+                    assert!(
+                        !new_seen[i],
+                        "{}: served the old name again after the new one: {reply:?}",
+                        service.name
+                    );
+                }
+            }
+            new_cached == [true; 2]
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        for service in instances {
+            let reply = service.get_ok("/users/1").await;
+            assert_eq!(
+                reply.body, ada_king,
+                "{}: served the old name again after the new one",
+                service.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    for service in [a, b] {
+        service.terminate_cleanly().await;
+    }
+}
+
+/// A shutdown while an invalidation is still failing abandons its retry (and
+/// logs it) instead of waiting for Redis.
+#[tokio::test]
+async fn shutdown_abandons_pending_invalidation_retries() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let service = Service::start("service", &redis.url(), &dir.path().join("users.db"));
+    service.get_ok("/users/1").await;
+
+    redis.freeze();
+    service.put_while_frozen().await;
+
+    let log = service.log.clone();
+    service.terminate_cleanly().await;
+    let log = std::fs::read_to_string(&log).expect("the service's log can be read");
     assert!(
-        status.success(),
-        "SIGTERM should stop the service with status 0, not {status}"
+        log.contains("abandoning invalidation"),
+        "the shutdown did not log the invalidation retry it abandoned:\n{log}"
     );
+    redis.thaw();
 }

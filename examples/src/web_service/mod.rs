@@ -25,14 +25,17 @@
 //!
 //! Once bound it prints one line to stdout, `listening on http://<addr>`, so a
 //! script that asked for port 0 learns the real one. SIGTERM or Ctrl-C stops
-//! it gracefully: no new connections, requests under way finish, cache writes
-//! under way are flushed, exit status 0.
+//! it gracefully: no new connections, requests under way finish, retries of
+//! failed invalidations are abandoned (and logged), cache writes under way are
+//! flushed, exit status 0.
 //!
 //! The parts: [`db`] (SQLite), [`users`] (the cached reads and the
-//! invalidating writes), [`routes`] (HTTP), [`error`] (errors as responses).
+//! invalidating writes), [`retry`] (invalidations that failed, retried in the
+//! background), [`routes`] (HTTP), [`error`] (errors as responses).
 
 pub mod db;
 pub mod error;
+pub mod retry;
 pub mod routes;
 pub mod users;
 
@@ -106,6 +109,8 @@ pub async fn run() -> ExitCode {
 /// Installs the process-wide cache, so it runs once per process.
 pub async fn serve(config: Config) -> Result<(), Box<dyn Error + Send + Sync>> {
     let cache = install_cache().await?;
+    // Dropped on an early return below, which stops the task as well.
+    let (retries, retry_worker) = retry::start();
     let db = Db::open(config.database_path.as_deref())
         .await
         .map_err(|e| format!("cannot open the database: {e}"))?;
@@ -128,7 +133,7 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn Error + Send + Sync>> {
     drop(stdout);
 
     let stopping = Arc::new(Notify::new());
-    let server = axum::serve(listener, routes::router(db)).with_graceful_shutdown({
+    let server = axum::serve(listener, routes::router(db, retries)).with_graceful_shutdown({
         let stopping = Arc::clone(&stopping);
         async move {
             let name = signal.await;
@@ -153,6 +158,9 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn Error + Send + Sync>> {
         ),
     }
 
+    // Requests that finished above may have queued retries; waiting for a
+    // backend that is down would hang the shutdown, so they are abandoned.
+    retry_worker.shutdown().await;
     // Only now: requests that finished above may have started cache writes.
     if !cache.close(CACHE_CLOSE_GRACE).await {
         tracing::warn!(

@@ -12,10 +12,11 @@
 //!
 //! Errors are JSON `{"error": "..."}` with 400, 404 or 500. A write whose
 //! invalidation failed still answers with what it wrote, plus the header
-//! `x-cache-invalidation: failed`.
+//! `x-cache-invalidation: failed`; the invalidation is then retried in the
+//! background (see [`users`]).
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,6 +25,7 @@ use serde_json::json;
 
 use super::db::{Db, User};
 use super::error::AppError;
+use super::retry::Retries;
 use super::users::{self, UserInput, Written};
 
 /// `hit` when the request ran no database query: the value came from the
@@ -33,15 +35,35 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// Set to `failed` on a write whose cache invalidation failed.
 pub const X_CACHE_INVALIDATION: HeaderName = HeaderName::from_static("x-cache-invalidation");
 
-/// The service's routes, on this database.
-pub fn router(db: Db) -> Router {
+/// What the handlers share; each takes the part it needs.
+#[derive(Debug, Clone)]
+struct AppState {
+    db: Db,
+    retries: Retries,
+}
+
+impl FromRef<AppState> for Db {
+    fn from_ref(state: &AppState) -> Db {
+        state.db.clone()
+    }
+}
+
+impl FromRef<AppState> for Retries {
+    fn from_ref(state: &AppState) -> Retries {
+        state.retries.clone()
+    }
+}
+
+/// The service's routes, on this database; writes queue the invalidations
+/// that failed on `retries`.
+pub fn router(db: Db, retries: Retries) -> Router {
     Router::new()
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}", get(get_user).put(update_user))
         .route("/health", get(health))
         .route("/stats", get(stats))
         .fallback(|| async { AppError::NotFound("no such route".to_owned()) })
-        .with_state(db)
+        .with_state(AppState { db, retries })
 }
 
 async fn get_user(
@@ -67,12 +89,13 @@ async fn list_users(State(db): State<Db>) -> Result<Response, AppError> {
 
 async fn update_user(
     State(db): State<Db>,
+    State(retries): State<Retries>,
     id: Result<Path<i64>, PathRejection>,
     input: Result<Json<UserInput>, JsonRejection>,
 ) -> Result<Response, AppError> {
     let Path(id) = id?;
     let Json(input) = input?;
-    let written = users::update_user(&db, id, input)
+    let written = users::update_user(&db, &retries, id, input)
         .await?
         .ok_or_else(|| no_such_user(id))?;
     Ok(written_response(StatusCode::OK, written))
@@ -80,10 +103,11 @@ async fn update_user(
 
 async fn create_user(
     State(db): State<Db>,
+    State(retries): State<Retries>,
     input: Result<Json<UserInput>, JsonRejection>,
 ) -> Result<Response, AppError> {
     let Json(input) = input?;
-    let written = users::create_user(&db, input).await?;
+    let written = users::create_user(&db, &retries, input).await?;
     Ok(written_response(StatusCode::CREATED, written))
 }
 
