@@ -14,7 +14,7 @@
 
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -294,10 +294,12 @@ fn in_generic_impl(path: &str) -> bool {
     generic
 }
 
-/// A site's identity in the process; `collided` once a second site claims it.
+/// A site's identity in the process: the function that owns it (0 until
+/// the function itself, not a companion, first runs), and `collided` once a
+/// second function claims it.
 #[derive(Debug)]
 struct Claim {
-    owner: usize,
+    owner: AtomicUsize,
     collided: AtomicBool,
 }
 
@@ -322,11 +324,18 @@ fn claim(
         .entry((namespace.to_owned(), function_id.to_owned(), version))
         .or_insert_with(|| {
             Arc::new(Claim {
-                owner: if companion { 0 } else { address },
+                owner: AtomicUsize::new(0),
                 collided: AtomicBool::new(false),
             })
         });
-    if !companion && claim.owner != address && !claim.collided.swap(true, Relaxed) {
+    let owner = match companion {
+        true => address,
+        false => match claim.owner.compare_exchange(0, address, Relaxed, Relaxed) {
+            Ok(_) => address,
+            Err(owner) => owner,
+        },
+    };
+    if owner != address && !claim.collided.swap(true, Relaxed) {
         tracing::error!(
             namespace,
             function = function_id,

@@ -728,3 +728,28 @@ fn an_explicit_circuit_wins_in_any_order() {
         "{shown}"
     );
 }
+
+// Found by the model-based test: an invalidation companion that ran before
+// the function's first call claimed its identity, and the function then
+// counted as a second function with that identity: uncached for good.
+
+static CLAIMED_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(namespace = "claimed")]
+async fn claimed(id: u64) -> u64 {
+    CLAIMED_RUNS.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test]
+async fn an_invalidation_before_the_first_call_leaves_caching_on() {
+    let cache = Cache::memory();
+    cache
+        .scope(async {
+            claimed_invalidate(&1).await.unwrap();
+            claimed(1).await;
+            claimed(1).await;
+        })
+        .await;
+    assert_eq!(CLAIMED_RUNS.load(SeqCst), 1, "the function ran uncached");
+}

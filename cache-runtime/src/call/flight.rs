@@ -22,6 +22,11 @@
 //! failing bodies run one at a time rather than all at once. A leader whose
 //! future is dropped (or whose body panics) releases the lock with nothing
 //! published, and the next waiter leads.
+//!
+//! A caller whose lookup missed just before a store of its key landed may
+//! find the flight already gone when it joins, and start a new one. The
+//! store is remembered (a landing, stamped by a clock the caller read before
+//! its lookup), so that caller looks the key up again before it computes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -57,7 +62,19 @@ struct Published {
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<Arc<str>, Weak<Flight>>>,
+    /// Counts successful stores, in process.
+    clock: AtomicU64,
+    /// The clock of the last successful store of recent keys.
+    landings: Mutex<HashMap<Arc<str>, u64>>,
 }
+
+/// Landings remembered at most; past that they are forgotten, which costs
+/// at worst a body run, never a stale value.
+const LANDINGS: usize = 4096;
+
+/// The landing clock as a caller read it before its lookup.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock(u64);
 
 #[derive(Debug)]
 pub(crate) struct Flight {
@@ -95,6 +112,25 @@ impl Flights {
         // The map stays consistent even if a holder panicked: every operation on
         // it is a single insert, remove or retain.
         self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the landing clock: call before looking a key up.
+    pub(crate) fn clock(&self) -> Clock {
+        Clock(self.clock.load(SeqCst))
+    }
+
+    fn landed(&self, key: &CacheKey) {
+        let mut landings = self.landings.lock().unwrap_or_else(|e| e.into_inner());
+        if landings.len() >= LANDINGS {
+            landings.clear();
+        }
+        let at = self.clock.fetch_add(1, SeqCst) + 1;
+        landings.insert(Arc::from(key.as_str()), at);
+    }
+
+    fn landed_since(&self, key: &CacheKey, seen: Clock) -> bool {
+        let landings = self.landings.lock().unwrap_or_else(|e| e.into_inner());
+        landings.get(key.as_str()).is_some_and(|&at| at > seen.0)
     }
 
     /// Joins the flight for `key`, starting one if none is in the air.
@@ -178,9 +214,11 @@ impl Flight {
 
 impl Lead<'_> {
     /// Whether this round must look the key up again before computing: every
-    /// round but the first of a fresh flight, whose leader just did.
-    pub(crate) fn must_look_up(&self) -> bool {
-        !self.first
+    /// round but the first of a fresh flight, whose leader just did, unless
+    /// a store of the key landed since the clock `seen` was read before that
+    /// lookup.
+    pub(crate) fn must_look_up(&self, seen: Clock) -> bool {
+        !self.first || self.flight.flights.landed_since(&self.flight.key, seen)
     }
 
     /// Marks the start of the round's store; call right before sending it.
@@ -191,6 +229,9 @@ impl Lead<'_> {
     /// Publishes the round's outcome to the waiters. `stored` says the store
     /// marked by [`store_starts`](Self::store_starts) succeeded.
     pub(crate) fn finish(mut self, outcome: Outcome, stored: bool) {
+        if stored {
+            self.flight.flights.landed(&self.flight.key);
+        }
         *self.slot = Some(Published {
             outcome,
             round: self.round,
@@ -257,7 +298,7 @@ mod tests {
         first.finish(value(), false);
         let second = lead(b.enter(tb).await);
         assert!(
-            second.must_look_up(),
+            second.must_look_up(Clock(0)),
             "a later round looks the key up again"
         );
         // Waiting when the second round started: takes its value, stored or not.
@@ -288,6 +329,24 @@ mod tests {
         let (c, tc) = flights.join(&key(4));
         round.finish(Outcome::RunAlone, false);
         assert!(matches!(c.enter(tc).await, Turn::Follow(Outcome::RunAlone)));
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_missed_before_a_store_landed_looks_again() {
+        let flights = Arc::new(Flights::default());
+        let seen = flights.clock(); // then its lookup misses
+        let (a, ta) = flights.join(&key(8));
+        let mut round = lead(a.enter(ta).await);
+        round.store_starts();
+        round.finish(value(), true);
+        drop(a); // every participant left: the flight is gone
+        let (b, tb) = flights.join(&key(8));
+        let fresh = lead(b.enter(tb).await);
+        assert!(
+            fresh.must_look_up(seen),
+            "it would compute what just landed"
+        );
+        assert!(!fresh.must_look_up(flights.clock()));
     }
 
     #[tokio::test]

@@ -146,6 +146,7 @@ impl Cache {
             info,
         };
 
+        let seen = self.inner.flights.clock();
         let observed = match call.lookup::<T>().await {
             Found::Hit(value, _) => {
                 counters.hit();
@@ -175,7 +176,7 @@ impl Cache {
         };
 
         // A later round reads again: another process may have stored by now.
-        let observed = if lead.must_look_up() {
+        let observed = if lead.must_look_up(seen) {
             match call.lookup::<T>().await {
                 Found::Hit(value, entry) => {
                     lead.finish(Outcome::Value(entry), false);

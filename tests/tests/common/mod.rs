@@ -60,6 +60,9 @@ pub struct Faulty {
     changed: tokio::sync::Notify,
     pub calls: AtomicU64,
     puts: AtomicU64,
+    /// What [`Backend::operation_timeout`] says: `None` by default, so that a
+    /// hang lasts until the test lets it go.
+    timeout: Option<Duration>,
 }
 
 impl Faulty {
@@ -70,6 +73,16 @@ impl Faulty {
             changed: tokio::sync::Notify::new(),
             calls: AtomicU64::new(0),
             puts: AtomicU64::new(0),
+            timeout: None,
+        }
+    }
+
+    /// A backend whose operations the cache gives up on after `timeout`, as
+    /// it gives up on a frozen Redis after the response timeout.
+    pub fn with_timeout(inner: std::sync::Arc<dyn Backend>, timeout: Duration) -> Faulty {
+        Faulty {
+            timeout: Some(timeout),
+            ..Faulty::new(inner)
         }
     }
 
@@ -155,9 +168,7 @@ impl Backend for Faulty {
         self.inner.ping().await
     }
     fn operation_timeout(&self) -> Option<Duration> {
-        // A hang is for the test to end (by cancelling the call), as a
-        // frozen server's is for the response timeout.
-        None
+        self.timeout
     }
 }
 
