@@ -108,7 +108,8 @@ mod spec;
 /// ## `ttl = 60` or `ttl = "10m"`
 ///
 /// How long an entry lives: whole seconds, or a duration string (`"90s"`,
-/// `"10m"`, `"1h30m"`, `"2days"`). At least one second. Default: the cache's
+/// `"10m"`, `"1h30m"`, `"2days"`). At least one second, at most 365 days.
+/// Default: the cache's
 /// default TTL (five minutes unless configured with
 /// `CacheBuilder::default_ttl`). Every entry has a TTL; there is no "forever".
 ///
@@ -151,6 +152,31 @@ mod spec;
 /// type of `self` is always in the key of a method, so methods of the same name
 /// on different types never share entries.
 ///
+/// ## `key_self_type`
+///
+/// For an associated function without `self` in a generic `impl<T>`: puts
+/// the type of `Self` (`Labels<UserId>`) in the key. The attribute sees only
+/// the function, not the `impl` around it, so it cannot tell `Labels<A>::f`
+/// from `Labels<B>::f` unless their arguments or return types differ; the
+/// runtime notices the generic `impl` and runs such a function uncached,
+/// with an error in the log that names this option. Methods with a `self`
+/// receiver, free functions and functions of non-generic `impl`s need
+/// nothing: their key tells their instantiations apart already. Outside an
+/// `impl` it is a compile error.
+///
+/// ```
+/// use cache_runtime::cached;
+///
+/// struct Labels<K>(std::marker::PhantomData<K>);
+///
+/// impl<K: serde::Serialize + Send + Sync + 'static> Labels<K> {
+///     #[cached(key_self_type)]
+///     async fn count() -> u64 {
+///         std::mem::size_of::<K>() as u64
+///     }
+/// }
+/// ```
+///
 /// ## `crate = "path"`
 ///
 /// Where the runtime crate is, when it is renamed in `Cargo.toml` or re-exported
@@ -167,18 +193,27 @@ mod spec;
 ///
 /// # Keys
 ///
-/// `{prefix}:{{namespace}:{shard}}:{module.path.fn}:v{version}:{args}`, for
-/// example `cache:{users:0a}:app.db.get_user:v0:%07`. Arguments are encoded
-/// with bincode and escaped, or hashed with BLAKE3 when long, so distinct
-/// arguments never share a key. `HashMap` arguments iterate in a random order,
-/// so they make poor keys: use `BTreeMap`.
+/// `{prefix}:{{namespace}:{shard}}:{path}:v{version}.{types}:{args}`, for
+/// example `cache:{users:0a}:app.db.get_user:v0.5e1f0c2a9b3d:%07`. `{path}`
+/// is the function's path as the compiler names it (`app.db.Repo.by_name`
+/// for a method), so functions of different modules or `impl` blocks never
+/// share keys. `{types}` is a hash of the call's concrete types (`Self` for
+/// methods, type parameters, key arguments, value), so instantiations of
+/// generic code never share keys either; references, `Box`/`Arc`/`Rc`/`Cow`
+/// and `String` count as what they point to, so `f(String::from("a"))` and
+/// `f_invalidate(&"a")` meet. Arguments are encoded with bincode and
+/// escaped, or hashed with BLAKE3 when long, so distinct arguments never
+/// share a key. `HashMap` arguments iterate in a random order, so they make
+/// poor keys: use `BTreeMap`.
 ///
 /// # Errors
 ///
 /// Misuse is a compile error at the culprit: a non-async or `const fn`, an
 /// unknown or duplicate option, a malformed TTL, `skip` of an argument that
 /// does not exist, an argument or return type that is not serializable, a
-/// return type that cannot be stored (`impl Trait`, references).
+/// return type that cannot be stored (`impl Trait`, references). The
+/// companions are still generated, so that their callers see only the
+/// attribute's error.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     cached_impl(args.into(), item.into()).into()

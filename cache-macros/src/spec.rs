@@ -247,10 +247,12 @@ fn ttl(given: &Given<syn::Lit>, errors: &mut Errors) -> Option<Option<u64>> {
         ));
         return None;
     }
-    if secs > u64::from(u32::MAX) {
+    // The runtime's `MAX_TTL`: every backend can store it.
+    const MAX_TTL_SECS: u64 = 365 * 24 * 60 * 60;
+    if secs > MAX_TTL_SECS {
         errors.push(syn::Error::new(
             span,
-            "the TTL is too long: at most 4294967295 seconds (about 136 years)",
+            format!("the TTL is too long: at most 365 days ({MAX_TTL_SECS} seconds, `ttl = \"365days\"`)"),
         ));
         return None;
     }
