@@ -205,13 +205,16 @@ impl Drop for Running {
     }
 }
 
+/// How the message of a panic the model planned ends.
+pub(crate) const PLANNED_PANIC: &str = ", as the model told it to";
+
 /// What every body does: read the truth, as told.
 async fn body(f: F, key: u8) -> Versioned {
     let world = world();
     let behaviour = world.behaviour(f, key);
     let _running = world.enter(f, key);
     if behaviour == Behaviour::Panic {
-        panic!("the body of {f:?}({key}) panics, as the model told it to");
+        panic!("the body of {f:?}({key}) panics{PLANNED_PANIC}");
     }
     let version = world.version(f.namespace(), key);
     if behaviour == Behaviour::Slow {
