@@ -30,18 +30,35 @@
 //! # }
 //! ```
 //!
-//! What the runtime guarantees:
+//! What the runtime guarantees (each has tests; the model-based test in
+//! `tests/tests/model/` checks them together under random interleavings,
+//! faults and cancellations):
 //!
-//! - **Never a wrong value.** An entry decodes only into the type and schema
-//!   that wrote it; a foreign, old or broken entry is a miss.
-//! - **Injective keys.** Distinct arguments never share an entry, whatever
-//!   characters they contain; no argument reaches into another namespace.
-//! - **Invalidation is final.** Once an invalidation returns, no call returns a
-//!   value computed before it, even one that was being computed at the time.
-//! - **Fail-open.** A cache failure never fails the call: the body runs.
-//! - **Single-flight.** Concurrent misses on one key in one process run the
-//!   body once, even if the first caller is cancelled.
-//! - **Bounded.** Every entry has a TTL and every tier has a size bound.
+//! - **Never a wrong value (G1).** An entry decodes only into the type and
+//!   schema that wrote it, on every path (a hit, or a value handed over by a
+//!   concurrent call); instantiations of generic code never share entries. A
+//!   foreign, old or broken entry is a miss, and decoding is bounded by the
+//!   entry's length, so hostile bytes cannot abort the process.
+//! - **Injective keys (G2).** Distinct arguments never share an entry,
+//!   whatever characters they contain; no argument reaches into another
+//!   namespace; distinct functions never share (or lose) their keys.
+//! - **Invalidation is final (G3).** Once an invalidation returns `Ok`, no call
+//!   that starts afterwards returns a value computed before it, in this
+//!   process or any other sharing the backend: entries of older generations
+//!   are misses, stores racing with it are refused, and a call never takes
+//!   another's value unless it was computed (or stored) after the call began.
+//!   What backs this is the backend remembering what it acknowledged: see
+//!   the guide's Deployment chapter for Redis persistence and failover.
+//! - **Fail-open (G4).** A cache failure (backend down, slow, panicking;
+//!   hostile entries; no Tokio runtime) never fails the call: the body runs,
+//!   and the call waits at most the backend's timeout, about nothing once
+//!   the circuit is open. A call cancelled at any point leaves nothing stuck.
+//! - **Single-flight (G5).** Concurrent misses on one key in one process run
+//!   the body once (twice if the store is refused because another process or
+//!   an invalidation got there first), even if the first caller is
+//!   cancelled; a failing body runs for one caller at a time.
+//! - **Bounded (G6).** Every key written has a TTL (at most
+//!   [`MAX_TTL`], 365 days) and every tier has a size bound.
 //!
 //! With nothing configured, an in-memory cache serves. Install another one at
 //! startup with [`Cache::builder`]; run a test under its own cache with
@@ -71,7 +88,7 @@
 //! # }
 //! ```
 //!
-//! A hit is one round trip (`MGET` of the entry and its shard's generation).
+//! A hit is one round trip (`MGET` of the entry and its shard's state).
 //! When Redis fails, calls run uncached and pay at most the response timeout;
 //! after 5 consecutive failures a circuit breaker stops asking Redis until a
 //! probe (50 ms, doubling to 5 s) finds it back.
@@ -90,12 +107,13 @@
 //! | `REDIS_URL` | use Redis at this URL | unset: in-memory |
 //! | `CACHE_BACKEND` | `memory` or `redis` | `redis` if `REDIS_URL` is set |
 //! | `CACHE_PREFIX` | key prefix | `cache` |
-//! | `CACHE_DEFAULT_TTL` | TTL of functions without one (`300`, `5m`) | 5 minutes |
+//! | `CACHE_DEFAULT_TTL` | TTL of functions without one (`300`, `5m`; 1 s to 365 days) | 5 minutes |
 //! | `CACHE_CONNECT_TIMEOUT` | Redis connect timeout (`1s`) | 1 s |
 //! | `CACHE_RESPONSE_TIMEOUT` | Redis response timeout (`250ms`) | 250 ms |
 //! | `CACHE_BACKOFF_BASE` | first reconnect / circuit delay | 50 ms |
 //! | `CACHE_BACKOFF_MAX` | longest reconnect / circuit delay | 5 s |
 //! | `CACHE_FAIL_FAST` | `true`: startup fails if Redis is unreachable | `false` |
+//! | `CACHE_LOG_KEYS` | `true`: fail-open warnings show the key (it holds argument values) | `false` |
 
 #![deny(missing_docs)]
 
