@@ -753,3 +753,112 @@ async fn an_invalidation_before_the_first_call_leaves_caching_on() {
         .await;
     assert_eq!(CLAIMED_RUNS.load(SeqCst), 1, "the function ran uncached");
 }
+
+// Cancellation as a habit: a call dropped at any of its await points leaves
+// nothing behind (no flight, write counter, circuit probe or lock held).
+
+/// A backend that yields once before every operation: each one is an await
+/// point a caller can be dropped at.
+#[derive(Debug)]
+struct Yielding(MemoryBackend);
+
+#[async_trait::async_trait]
+impl Backend for Yielding {
+    fn name(&self) -> &'static str {
+        "yielding"
+    }
+    async fn get(
+        &self,
+        key: &cache_runtime::CacheKey,
+    ) -> cache_runtime::Result<cache_runtime::Lookup> {
+        tokio::task::yield_now().await;
+        self.0.get(key).await
+    }
+    async fn shard(&self, shard: &str) -> cache_runtime::Result<cache_runtime::ShardState> {
+        tokio::task::yield_now().await;
+        self.0.shard(shard).await
+    }
+    async fn put(
+        &self,
+        key: &cache_runtime::CacheKey,
+        entry: cache_runtime::Stored,
+        ttl: Duration,
+        condition: &cache_runtime::PutCondition,
+    ) -> cache_runtime::Result<cache_runtime::PutOutcome> {
+        tokio::task::yield_now().await;
+        self.0.put(key, entry, ttl, condition).await
+    }
+    async fn invalidate(&self, key: &cache_runtime::CacheKey) -> cache_runtime::Result<()> {
+        tokio::task::yield_now().await;
+        self.0.invalidate(key).await
+    }
+    async fn bump(&self, shards: &[String]) -> cache_runtime::Result<()> {
+        tokio::task::yield_now().await;
+        self.0.bump(shards).await
+    }
+    async fn ping(&self) -> cache_runtime::Result<()> {
+        Ok(())
+    }
+    fn operation_timeout(&self) -> Option<Duration> {
+        None
+    }
+}
+
+static STEPPED_RUNS: std::sync::LazyLock<common::Runs> = std::sync::LazyLock::new(Default::default);
+
+#[cached(namespace = "stepped")]
+async fn stepped(id: u64) -> u64 {
+    STEPPED_RUNS.record(id);
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    id
+}
+
+#[tokio::test]
+async fn a_call_cancelled_at_any_await_point_leaves_nothing_stuck() {
+    let noop = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(noop);
+    let mut completed_at = None;
+    for polls in 0..64u64 {
+        let backend = Arc::new(Yielding(MemoryBackend::new()));
+        let cache = Cache::builder()
+            .shared_backend(backend)
+            .circuit(CircuitConfig {
+                threshold: 1,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(1),
+            })
+            .build()
+            .unwrap();
+        // A cold call polled `polls` times, then dropped (unless it is done).
+        let id = polls;
+        {
+            let mut call = std::pin::pin!(cache.scope(stepped(id)));
+            for _ in 0..polls {
+                if call.as_mut().poll(&mut cx).is_ready() {
+                    completed_at.get_or_insert(polls);
+                    break;
+                }
+            }
+        }
+        // Nothing is stuck: the key computes, is stored, and then hits; the
+        // cache closes without waiting for a store that will never end.
+        let runs = STEPPED_RUNS.of(id);
+        let again = tokio::time::timeout(Duration::from_secs(5), cache.scope(stepped(id)));
+        assert_eq!(again.await.expect("hung after a cancellation"), id);
+        assert_eq!(cache.scope(stepped(id)).await, id);
+        assert!(
+            STEPPED_RUNS.of(id) <= runs + 1,
+            "dropped after {polls} polls: caching did not work afterwards"
+        );
+        assert!(
+            cache.close(Duration::from_secs(1)).await,
+            "a store counter leaked after {polls} polls"
+        );
+    }
+    let completed_at = completed_at.expect("the call never completed: raise the poll count");
+    assert!(
+        completed_at > 4,
+        "the call had too few await points to mean anything"
+    );
+}
