@@ -205,8 +205,20 @@ impl CacheKey {
         segment: &str,
         args: &[u8],
     ) -> CacheKey {
+        CacheKey::from_hashed_segment(prefix, namespace, segment, segment_hash(segment), args)
+    }
+
+    /// [`from_segment`](Self::from_segment) with the segment's
+    /// [`segment_hash`] already computed (once per call site).
+    pub(crate) fn from_hashed_segment(
+        prefix: &str,
+        namespace: &Namespace,
+        segment: &str,
+        segment_hash: u64,
+        args: &[u8],
+    ) -> CacheKey {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let shard = shard_of(segment, args);
+        let shard = shard_of(segment_hash, args);
         let mut text = String::with_capacity(
             prefix.len() + namespace.as_str().len() + segment.len() + args.len() * 3 + 8,
         );
@@ -266,20 +278,35 @@ pub(crate) fn namespace_shards(prefix: &str, namespace: &Namespace) -> Vec<Strin
         .collect()
 }
 
-/// Picks the shard by FNV-1a over the function's segment and arguments.
-/// Distribution only: a collision costs nothing but a shared shard state.
-fn shard_of(segment: &str, args: &[u8]) -> u8 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in segment.as_bytes().iter().chain([0xFF].iter()).chain(args) {
+/// FNV-1a over the function's segment and a separator: where the shard's
+/// hash continues with the arguments. Computed once per call site.
+pub(crate) fn segment_hash(segment: &str) -> u64 {
+    fnv(
+        0xcbf2_9ce4_8422_2325,
+        segment.as_bytes().iter().chain(&[0xFF]),
+    )
+}
+
+fn fnv<'a>(mut hash: u64, bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
+    for &b in bytes {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    (hash % u64::from(SHARDS)) as u8
+    hash
+}
+
+/// Picks the shard by FNV-1a over the function's segment and arguments.
+/// Distribution only: a collision costs nothing but a shared shard state.
+fn shard_of(segment_hash: u64, args: &[u8]) -> u8 {
+    (fnv(segment_hash, args) % u64::from(SHARDS)) as u8
 }
 
 fn push_args(out: &mut String, args: &[u8]) {
     let escaped_len: usize = args.iter().map(|&b| if is_plain(b) { 1 } else { 3 }).sum();
-    if escaped_len <= INLINE_ARGS_MAX {
+    if escaped_len == args.len() {
+        // Nothing to escape: plain bytes are ASCII.
+        out.push_str(std::str::from_utf8(args).expect("plain bytes are ASCII"));
+    } else if escaped_len <= INLINE_ARGS_MAX {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
         for &b in args {
             if is_plain(b) {

@@ -62,6 +62,8 @@ pub(crate) struct Identity {
     types: Box<[&'static str]>,
     /// `:{function_id}:v{version}.{types}:`, the middle of every key.
     pub(crate) segment: String,
+    /// Where the shard's hash of a key continues with its arguments.
+    segment_hash: u64,
 }
 
 impl CallSite {
@@ -183,15 +185,24 @@ impl CallSite {
         types: &[&'static str],
         args: &[u8],
     ) -> CacheKey {
-        let segment = &self.identity(types).segment;
-        CacheKey::from_segment(prefix, &self.state().namespace, segment, args)
+        let identity = self.identity(types);
+        let namespace = &self.state().namespace;
+        CacheKey::from_hashed_segment(
+            prefix,
+            namespace,
+            &identity.segment,
+            identity.segment_hash,
+            args,
+        )
     }
 
     fn new_identity(&'static self, types: &[&'static str]) -> Identity {
         let state = self.state();
+        let segment = key::function_segment(&state.function_id, self.version, types);
         Identity {
             types: types.into(),
-            segment: key::function_segment(&state.function_id, self.version, types),
+            segment_hash: key::segment_hash(&segment),
+            segment,
         }
     }
 

@@ -1,17 +1,19 @@
 //! The in-process backend, on moka. Always built; the default when nothing else
 //! is configured.
 //!
-//! Entries and shard states live in two bounded moka caches: entries by the
-//! configured bound, shard states by a fixed one (65,536 shards, 4,096
-//! namespaces' worth), so that neither crowds the other out. A shard's state
-//! is read on every hit of the shard, so a used one stays; a lost one only
-//! costs its shard's entries a miss. Reads take no lock. Writes are serialized where the conditional store needs it:
+//! Entries live in a bounded moka cache. Shard states live in a plain map
+//! bounded to 65,536 shards (4,096 namespaces' worth), evicted by CLOCK: a
+//! shard read since the hand last passed gets a second chance, so a used
+//! one stays; a lost one only costs its shard's entries a miss. A hit reads
+//! the entry without a lock and the shard's state under a read lock. Writes are serialized where the conditional store needs it:
 //! a store and an invalidation of the same key exclude each other (one of 64
 //! stripes of locks), and every change of a shard state excludes every store
 //! (a read-write lock that stores share), so a store's check and its write
 //! happen with nothing in between that could make the check false.
 
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,12 +27,8 @@ use crate::key::CacheKey;
 /// Default bound: 100,000 entries.
 const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 
-/// How long a shard state lives at least; stores extend it to outlive their
-/// entries.
-const SHARD_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-
 /// Shard states kept at most.
-const MAX_SHARDS: u64 = 65_536;
+const MAX_SHARDS: usize = 65_536;
 
 /// Lock stripes for stores and invalidations.
 const STRIPES: usize = 64;
@@ -41,45 +39,80 @@ struct Entry {
     ttl: Duration,
 }
 
-#[derive(Clone, Copy)]
-struct Shard {
-    state: ShardState,
-    until: Instant,
-}
-
-/// Expires each entry after its own TTL, and each shard state at its own
-/// deadline, also when they are overwritten.
+/// Expires each entry after its own TTL, also when it is overwritten.
 struct OwnTtl;
 
-trait Lifetime {
-    fn ttl(&self, now: Instant) -> Duration;
-}
-
-impl Lifetime for Entry {
-    fn ttl(&self, _: Instant) -> Duration {
-        self.ttl
-    }
-}
-
-impl Lifetime for Shard {
-    fn ttl(&self, now: Instant) -> Duration {
-        self.until.saturating_duration_since(now)
-    }
-}
-
-impl<V: Lifetime> moka::Expiry<String, V> for OwnTtl {
-    fn expire_after_create(&self, _: &String, value: &V, now: Instant) -> Option<Duration> {
-        Some(value.ttl(now))
+impl moka::Expiry<String, Entry> for OwnTtl {
+    fn expire_after_create(&self, _: &String, entry: &Entry, _: Instant) -> Option<Duration> {
+        Some(entry.ttl)
     }
 
     fn expire_after_update(
         &self,
         _: &String,
-        value: &V,
-        now: Instant,
+        entry: &Entry,
+        _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl(now))
+        Some(entry.ttl)
+    }
+}
+
+/// The shard states, bounded, with CLOCK eviction.
+#[derive(Default)]
+struct Shards {
+    map: HashMap<Box<str>, Shard>,
+    /// The order of insertion; the hand takes from the front.
+    order: VecDeque<Box<str>>,
+}
+
+struct Shard {
+    state: ShardState,
+    /// Read since the hand last passed: spared once.
+    referenced: AtomicBool,
+}
+
+impl Shards {
+    fn get(&self, shard: &str) -> Option<ShardState> {
+        let slot = self.map.get(shard)?;
+        if !slot.referenced.load(Relaxed) {
+            slot.referenced.store(true, Relaxed);
+        }
+        Some(slot.state)
+    }
+
+    /// Sets a shard's state, making room first if it is new.
+    fn set(&mut self, shard: &str, state: ShardState) {
+        if let Some(slot) = self.map.get_mut(shard) {
+            slot.state = state;
+            return;
+        }
+        while self.map.len() >= MAX_SHARDS {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            match self.map.get(&oldest) {
+                Some(slot) if slot.referenced.swap(false, Relaxed) => self.order.push_back(oldest),
+                Some(_) => {
+                    self.map.remove(&oldest);
+                }
+                // Already gone (evicted by a test hook): nothing to free.
+                None => {}
+            }
+        }
+        if self.order.len() > 2 * MAX_SHARDS {
+            // Keys a test hook removed piled up: start the order again.
+            self.order = self.map.keys().cloned().collect();
+        }
+        let key: Box<str> = shard.into();
+        self.order.push_back(key.clone());
+        self.map.insert(
+            key,
+            Shard {
+                state,
+                referenced: AtomicBool::new(false),
+            },
+        );
     }
 }
 
@@ -93,13 +126,14 @@ impl<V: Lifetime> moka::Expiry<String, V> for OwnTtl {
 #[derive(Clone)]
 pub struct MemoryBackend {
     entries: Moka<String, Entry>,
-    shards: Moka<String, Shard>,
     locks: std::sync::Arc<Locks>,
 }
 
 struct Locks {
     stripes: Vec<Mutex<()>>,
-    shards: RwLock<()>,
+    /// Stores hold it shared while they check and write; every change of a
+    /// shard's state holds it exclusively.
+    shards: RwLock<Shards>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -111,11 +145,13 @@ impl Locks {
         stripe.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stores(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+    // The maps stay consistent if a holder panicked: every change is one
+    // insert, update or removal.
+    fn shards(&self) -> std::sync::RwLockReadGuard<'_, Shards> {
         self.shards.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn shard_change(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+    fn shard_change(&self) -> std::sync::RwLockWriteGuard<'_, Shards> {
         self.shards.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -156,34 +192,14 @@ impl MemoryBackend {
     /// Applies pending evictions and counts now (moka applies them lazily).
     pub fn run_pending_tasks(&self) {
         self.entries.run_pending_tasks();
-        self.shards.run_pending_tasks();
     }
 
     fn shard_state(&self, shard: &str) -> Option<ShardState> {
-        self.shards.get(shard).map(|s| s.state)
-    }
-
-    fn set_shard(&self, shard: &str, state: ShardState, until: Instant) {
-        self.shards.insert(shard.to_owned(), Shard { state, until });
+        self.locks.shards().get(shard)
     }
 
     fn entry(&self, key: &str) -> Option<Stored> {
         self.entries.get(key).map(|e| e.stored)
-    }
-
-    /// Makes the shard outlive an entry stored for `ttl`, if it would not.
-    fn extend_shard(&self, shard: &str, ttl: Duration) {
-        let needed = Instant::now() + ttl + Duration::from_secs(1);
-        if self.shards.get(shard).is_some_and(|s| s.until >= needed) {
-            return;
-        }
-        let _change = self.locks.shard_change();
-        // Re-read under the lock: a bump or an invalidation may have run.
-        if let Some(current) = self.shards.get(shard)
-            && current.until < needed
-        {
-            self.set_shard(shard, current.state, needed);
-        }
     }
 }
 
@@ -209,7 +225,7 @@ impl MemoryBackend {
     /// `key` is a shard), as an eviction would.
     pub fn evict(&self, key: &str) {
         self.entries.invalidate(key);
-        self.shards.invalidate(key);
+        self.locks.shard_change().map.remove(key);
     }
 
     /// The keys of the entries held, sorted.
@@ -268,13 +284,9 @@ impl MemoryBackendBuilder {
         };
         MemoryBackend {
             entries,
-            shards: Moka::builder()
-                .expire_after(OwnTtl)
-                .max_capacity(MAX_SHARDS)
-                .build(),
             locks: std::sync::Arc::new(Locks {
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-                shards: RwLock::new(()),
+                shards: RwLock::default(),
                 hasher: Default::default(),
             }),
         }
@@ -298,12 +310,12 @@ impl Backend for MemoryBackend {
         if let Some(state) = self.shard_state(shard) {
             return Ok(state);
         }
-        let _change = self.locks.shard_change();
-        if let Some(state) = self.shard_state(shard) {
+        let mut shards = self.locks.shard_change();
+        if let Some(state) = shards.get(shard) {
             return Ok(state);
         }
         let state = ShardState::fresh();
-        self.set_shard(shard, state, Instant::now() + SHARD_TTL);
+        shards.set(shard, state);
         Ok(state)
     }
 
@@ -314,44 +326,36 @@ impl Backend for MemoryBackend {
         ttl: Duration,
         condition: &PutCondition,
     ) -> Result<PutOutcome> {
-        let outcome = {
-            let _key = self.locks.stripe(key.as_str());
-            let _stores = self.locks.stores();
-            let current = self.entry(key.as_str()).map(|stored| stored.version);
-            let outcome = condition.holds(self.shard_state(key.shard()), current);
-            if outcome == PutOutcome::Stored {
-                let entry = Entry { stored: entry, ttl };
-                self.entries.insert(key.as_str().to_owned(), entry);
-            }
-            outcome
-        };
+        let _key = self.locks.stripe(key.as_str());
+        let shards = self.locks.shards();
+        let current = self.entry(key.as_str()).map(|stored| stored.version);
+        let outcome = condition.holds(shards.get(key.shard()), current);
         if outcome == PutOutcome::Stored {
-            self.extend_shard(key.shard(), ttl);
+            let entry = Entry { stored: entry, ttl };
+            self.entries.insert(key.as_str().to_owned(), entry);
         }
         Ok(outcome)
     }
 
     async fn invalidate(&self, key: &CacheKey) -> Result<()> {
         let _key = self.locks.stripe(key.as_str());
-        let _change = self.locks.shard_change();
-        match self.shards.get(key.shard()) {
-            Some(Shard { state, until }) => {
-                let state = ShardState {
-                    epoch: state.epoch.wrapping_add(1),
-                    ..state
-                };
-                self.set_shard(key.shard(), state, until);
-            }
-            None => self.set_shard(key.shard(), ShardState::fresh(), Instant::now() + SHARD_TTL),
-        }
+        let mut shards = self.locks.shard_change();
+        let state = match shards.get(key.shard()) {
+            Some(state) => ShardState {
+                epoch: state.epoch.wrapping_add(1),
+                ..state
+            },
+            None => ShardState::fresh(),
+        };
+        shards.set(key.shard(), state);
         self.entries.invalidate(key.as_str());
         Ok(())
     }
 
     async fn bump(&self, shards: &[String]) -> Result<()> {
-        let _change = self.locks.shard_change();
+        let mut states = self.locks.shard_change();
         for shard in shards {
-            self.set_shard(shard, ShardState::fresh(), Instant::now() + SHARD_TTL);
+            states.set(shard, ShardState::fresh());
         }
         Ok(())
     }
@@ -362,5 +366,39 @@ impl Backend for MemoryBackend {
 
     fn operation_timeout(&self) -> Option<Duration> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(generation: u64) -> ShardState {
+        ShardState {
+            generation: crate::backend::Generation(generation),
+            epoch: 0,
+        }
+    }
+
+    #[test]
+    fn shard_states_are_bounded_and_a_used_one_stays() {
+        let mut shards = Shards::default();
+        shards.set("hot", state(1));
+        for round in 0..3 {
+            for i in 0..MAX_SHARDS {
+                shards.set(&format!("cold-{round}-{i}"), state(2));
+                if i % 1000 == 0 {
+                    assert_eq!(
+                        shards.get("hot"),
+                        Some(state(1)),
+                        "the hand took a used shard"
+                    );
+                }
+            }
+            assert!(shards.map.len() <= MAX_SHARDS);
+            assert!(shards.order.len() <= 2 * MAX_SHARDS);
+        }
+        assert_eq!(shards.get("hot"), Some(state(1)));
+        assert_eq!(shards.get("cold-0-5"), None, "an unused shard stayed");
     }
 }
