@@ -577,6 +577,8 @@ fn config(cases: u32) -> ProptestConfig {
         cases,
         // A failure shrinks by rerunning sequences; cap the time it takes.
         max_shrink_iters: 2_000,
+        // A failure prints its sequences (below); nothing is written to disk.
+        failure_persistence: None,
         ..ProptestConfig::default()
     }
 }
