@@ -371,4 +371,60 @@ fn the_inputs_that_aborted_or_hung_are_misses() {
     entry.extend_from_slice(&[0, 0]);
     let error = testing::open::<Tree>(&entry, codec, generation).unwrap_err();
     assert!(error.contains("deeper than 128"), "{error}");
+
+    // Found in review: sixty nested collections, each declaring a million
+    // elements, made each level preallocate on its own (1,400 times the
+    // payload). The levels now share one allowance.
+    for padding in [0, 40_000] {
+        let mut entry =
+            testing::seal(codec, generation, ttl, &leaf).unwrap()[..HEADER_LEN].to_vec();
+        for _ in 0..60 {
+            entry.extend_from_slice(&[1, 252]);
+            entry.extend_from_slice(&1_000_000u32.to_le_bytes());
+        }
+        entry.push(9); // an unknown variant: the decode fails at the bottom
+        entry.extend(std::iter::repeat_n(0u8, padding));
+        let payload = entry.len() - HEADER_LEN;
+        let region = Region::new(ALLOCATOR);
+        assert!(testing::open::<Tree>(&entry, codec, generation).is_err());
+        let allocated = region.change().bytes_allocated;
+        assert!(
+            allocated <= allowance(payload),
+            "nested collections allocated {allocated} bytes for {payload}"
+        );
+    }
+
+    // Found in review: a type with large frames overflowed a 2 MiB stack in
+    // a debug build well within the depth limit. The stack grows instead.
+    let deep = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            let mut value = Wide::default();
+            for _ in 0..60 {
+                value = Wide {
+                    kids: vec![value],
+                    ..Wide::default()
+                };
+            }
+            let entry = testing::seal(codec, generation, ttl, &value).unwrap();
+            testing::open::<Wide>(&entry, codec, generation).map(|_| ())
+        })
+        .unwrap()
+        .join()
+        .expect("decoding a deep value of large frames overflowed the stack");
+    assert!(deep.is_ok(), "{deep:?}");
+}
+
+/// A recursive type with large frames (2 KiB of arrays per level).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Wide {
+    a: [u64; 32],
+    b: [u64; 32],
+    c: [u64; 32],
+    d: [u64; 32],
+    e: [u64; 32],
+    f: [u64; 32],
+    g: [u64; 32],
+    h: [u64; 32],
+    kids: Vec<Wide>,
 }

@@ -15,10 +15,15 @@
 //!
 //! - owned strings and byte buffers are read as borrowed slices first, so
 //!   nothing is allocated for bytes that are not there;
-//! - at most `n + SLACK` elements of sequences and maps in total, and a size
-//!   hint never above what is left of that budget, so a collection
-//!   preallocates at most as many elements as the payload has bytes;
-//! - at most [`MAX_DEPTH`] nested values.
+//! - at most `n + SLACK` elements in all the sequences and maps whose length
+//!   the input declares (not the fields of structs, tuples and arrays, whose
+//!   length the type fixes). A collection's size hint *reserves* its share of
+//!   that allowance until the collection ends, so the preallocations of all
+//!   the collections open at once (one per level of a nested value) add up to
+//!   at most as many elements as the payload has bytes;
+//! - at most [`MAX_DEPTH`] nested values, on a stack that is grown (with
+//!   `stacker`) when a deep value runs low on it, so that no nesting within
+//!   the limit overflows a thread's stack, whatever the type's frame sizes.
 //!
 //! Well-formed values of ordinary types never reach these bounds: every
 //! element of a collection takes at least one byte, except elements that
@@ -32,12 +37,17 @@ use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
-/// How deeply values may nest: enough for any data model, far below what
-/// overflows a 2 MiB stack in a debug build.
+/// How deeply values may nest: enough for any data model.
 pub(crate) const MAX_DEPTH: u32 = 128;
 
 /// Elements allowed beyond one per payload byte.
 const SLACK: usize = 64;
+
+/// Every this many levels, the decoder checks that the stack has this much
+/// left, and continues on a new segment of this size if not.
+const STACK_CHECK_EVERY: u32 = 8;
+const STACK_RED_ZONE: usize = 256 * 1024;
+const STACK_SEGMENT: usize = 2 * 1024 * 1024;
 
 /// What is left of a payload's allowance, shared by every wrapper of one decode.
 #[derive(Debug)]
@@ -67,8 +77,15 @@ impl Budget {
         }
     }
 
-    fn hint(&self, hint: Option<usize>) -> Option<usize> {
-        hint.map(|n| n.min(self.elements.get()))
+    /// Reserves up to `wanted` elements for one collection.
+    fn reserve(&self, wanted: usize) -> usize {
+        let reserved = wanted.min(self.elements.get());
+        self.elements.set(self.elements.get() - reserved);
+        reserved
+    }
+
+    fn give_back(&self, reserved: usize) {
+        self.elements.set(self.elements.get() + reserved);
     }
 
     /// Enters one level of nesting; the guard leaves it.
@@ -85,6 +102,18 @@ impl Budget {
 }
 
 struct Level<'b>(&'b Budget);
+
+impl Level<'_> {
+    /// Runs `decode` one level down, on a fresh stack segment if this level
+    /// is deep and the stack runs low.
+    fn descend<R>(&self, decode: impl FnOnce() -> R) -> R {
+        if self.0.depth.get().is_multiple_of(STACK_CHECK_EVERY) {
+            stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, decode)
+        } else {
+            decode()
+        }
+    }
+}
 
 impl Drop for Level<'_> {
     fn drop(&mut self) {
@@ -116,49 +145,55 @@ pub(crate) struct Bounded<'b, D> {
     pub(crate) budget: &'b Budget,
 }
 
-/// Forwards `deserialize_*` methods, entering a level and wrapping the visitor.
+/// Forwards `deserialize_*` methods, entering a level and wrapping the
+/// visitor. `counted` says the input decides the length of what the visitor
+/// may be handed (a sequence or map); `fixed` that the type does (a tuple,
+/// a struct), which takes nothing from the element allowance.
 macro_rules! forward {
-    ($($method:ident $(($($arg:ident: $ty:ty),*))?;)*) => {$(
+    ($($kind:ident $method:ident $(($($arg:ident: $ty:ty),*))?;)*) => {$(
         fn $method<V: Visitor<'de>>(self, $($($arg: $ty,)*)? visitor: V) -> Result<V::Value, D::Error> {
-            let _level = self.budget.enter()?;
-            self.inner.$method($($($arg,)*)? Wrap { inner: visitor, budget: self.budget })
+            let level = self.budget.enter()?;
+            let visitor = Wrap { inner: visitor, budget: self.budget, counted: forward!(@$kind) };
+            level.descend(|| self.inner.$method($($($arg,)*)? visitor))
         }
     )*};
+    (@counted) => { true };
+    (@fixed) => { false };
 }
 
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
     type Error = D::Error;
 
     forward! {
-        deserialize_any;
-        deserialize_bool;
-        deserialize_i8;
-        deserialize_i16;
-        deserialize_i32;
-        deserialize_i64;
-        deserialize_i128;
-        deserialize_u8;
-        deserialize_u16;
-        deserialize_u32;
-        deserialize_u64;
-        deserialize_u128;
-        deserialize_f32;
-        deserialize_f64;
-        deserialize_char;
-        deserialize_str;
-        deserialize_bytes;
-        deserialize_option;
-        deserialize_unit;
-        deserialize_unit_struct(name: &'static str);
-        deserialize_newtype_struct(name: &'static str);
-        deserialize_seq;
-        deserialize_tuple(len: usize);
-        deserialize_tuple_struct(name: &'static str, len: usize);
-        deserialize_map;
-        deserialize_struct(name: &'static str, fields: &'static [&'static str]);
-        deserialize_enum(name: &'static str, variants: &'static [&'static str]);
-        deserialize_identifier;
-        deserialize_ignored_any;
+        counted deserialize_any;
+        counted deserialize_bool;
+        counted deserialize_i8;
+        counted deserialize_i16;
+        counted deserialize_i32;
+        counted deserialize_i64;
+        counted deserialize_i128;
+        counted deserialize_u8;
+        counted deserialize_u16;
+        counted deserialize_u32;
+        counted deserialize_u64;
+        counted deserialize_u128;
+        counted deserialize_f32;
+        counted deserialize_f64;
+        counted deserialize_char;
+        counted deserialize_str;
+        counted deserialize_bytes;
+        counted deserialize_option;
+        counted deserialize_unit;
+        counted deserialize_unit_struct(name: &'static str);
+        counted deserialize_newtype_struct(name: &'static str);
+        counted deserialize_seq;
+        fixed deserialize_tuple(len: usize);
+        fixed deserialize_tuple_struct(name: &'static str, len: usize);
+        counted deserialize_map;
+        fixed deserialize_struct(name: &'static str, fields: &'static [&'static str]);
+        counted deserialize_enum(name: &'static str, variants: &'static [&'static str]);
+        counted deserialize_identifier;
+        counted deserialize_ignored_any;
     }
 
     // Owned strings and buffers are asked for as borrowed ones: the format
@@ -177,11 +212,80 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
     }
 }
 
-/// A visitor whose compound inputs (sequences, maps, enums, nested values)
-/// are wrapped before the inner visitor sees them.
+/// A visitor (or access) whose compound inputs (sequences, maps, enums,
+/// nested values) are wrapped before the inner one sees them. `counted`: the
+/// elements of a sequence or map this visitor is handed take from the
+/// allowance (their number comes from the input).
 struct Wrap<'b, V> {
     inner: V,
     budget: &'b Budget,
+    counted: bool,
+}
+
+/// A sequence or map being read: its access, and the share of the element
+/// allowance its size hint reserved (given back when it ends).
+struct Collection<'b, A> {
+    inner: A,
+    budget: &'b Budget,
+    counted: bool,
+    /// `None` until the size hint is asked for.
+    reserved: Cell<Option<usize>>,
+}
+
+impl<'b, A> Collection<'b, A> {
+    fn new(inner: A, budget: &'b Budget, counted: bool) -> Self {
+        Collection {
+            inner,
+            budget,
+            counted,
+            reserved: Cell::new(None),
+        }
+    }
+
+    fn seed<S>(&self, inner: S) -> Seed<'b, S> {
+        Seed {
+            inner,
+            budget: self.budget,
+        }
+    }
+
+    /// The size hint, capped by (and reserved from) the allowance.
+    fn hint(&self, hint: Option<usize>) -> Option<usize> {
+        if !self.counted {
+            return hint;
+        }
+        let hint = hint?;
+        Some(match self.reserved.get() {
+            Some(reserved) => reserved,
+            None => {
+                let reserved = self.budget.reserve(hint);
+                self.reserved.set(Some(reserved));
+                reserved
+            }
+        })
+    }
+
+    /// Counts one element read: from the reservation, else the allowance.
+    fn take<E: de::Error>(&self) -> Result<(), E> {
+        if !self.counted {
+            return Ok(());
+        }
+        match self.reserved.get() {
+            Some(reserved) if reserved > 0 => {
+                self.reserved.set(Some(reserved - 1));
+                Ok(())
+            }
+            _ => self.budget.take_element(),
+        }
+    }
+}
+
+impl<A> Drop for Collection<'_, A> {
+    fn drop(&mut self) {
+        if let Some(reserved) = self.reserved.get() {
+            self.budget.give_back(reserved);
+        }
+    }
 }
 
 /// Forwards `visit_*` methods of plain values unchanged.
@@ -246,23 +350,20 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_seq(Wrap {
-            inner: seq,
-            budget: self.budget,
-        })
+        self.inner
+            .visit_seq(Collection::new(seq, self.budget, self.counted))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_map(Wrap {
-            inner: map,
-            budget: self.budget,
-        })
+        self.inner
+            .visit_map(Collection::new(map, self.budget, self.counted))
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
         self.inner.visit_enum(Wrap {
             inner: data,
             budget: self.budget,
+            counted: false,
         })
     }
 }
@@ -293,7 +394,7 @@ impl<'b, A> Wrap<'b, A> {
     }
 }
 
-impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<'_, A> {
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Collection<'_, A> {
     type Error = A::Error;
 
     fn next_element_seed<S: DeserializeSeed<'de>>(
@@ -302,17 +403,17 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<'_, A> {
     ) -> Result<Option<S::Value>, A::Error> {
         let element = self.inner.next_element_seed(self.seed(seed))?;
         if element.is_some() {
-            self.budget.take_element()?;
+            self.take()?;
         }
         Ok(element)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.budget.hint(self.inner.size_hint())
+        self.hint(self.inner.size_hint())
     }
 }
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<'_, A> {
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Collection<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -321,7 +422,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<'_, A> {
     ) -> Result<Option<K::Value>, A::Error> {
         let key = self.inner.next_key_seed(self.seed(seed))?;
         if key.is_some() {
-            self.budget.take_element()?;
+            self.take()?;
         }
         Ok(key)
     }
@@ -331,7 +432,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<'_, A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.budget.hint(self.inner.size_hint())
+        self.hint(self.inner.size_hint())
     }
 }
 
@@ -350,6 +451,7 @@ impl<'b, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<'b, A> {
             Wrap {
                 inner: variant,
                 budget: self.budget,
+                counted: false,
             },
         ))
     }
@@ -368,14 +470,13 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<'_, A> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        let _level = self.budget.enter()?;
-        self.inner.tuple_variant(
-            len,
-            Wrap {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
+        let level = self.budget.enter()?;
+        let visitor = Wrap {
+            inner: visitor,
+            budget: self.budget,
+            counted: false,
+        };
+        level.descend(|| self.inner.tuple_variant(len, visitor))
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -383,13 +484,12 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<'_, A> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, A::Error> {
-        let _level = self.budget.enter()?;
-        self.inner.struct_variant(
-            fields,
-            Wrap {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
+        let level = self.budget.enter()?;
+        let visitor = Wrap {
+            inner: visitor,
+            budget: self.budget,
+            counted: false,
+        };
+        level.descend(|| self.inner.struct_variant(fields, visitor))
     }
 }
