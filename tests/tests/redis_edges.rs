@@ -253,3 +253,123 @@ fn a_redis_backed_call_outside_a_tokio_runtime_runs_uncached() {
     assert_eq!((stats.hits, stats.misses), (0, 3));
     assert!(stats.errors >= 3, "{stats:?}");
 }
+
+// Found in review: shard states the scripts took for theirs and the backend
+// did not (generation 0, leading zeros, more digits than a u64) failed every
+// miss of the shard (and, through the circuit, every call), and an epoch at
+// 2^53 stopped moving in Lua's doubles, so an invalidation no longer refused
+// a racing store. Both sides now agree on what a state is, and anything else
+// is replaced.
+
+static POISON_RUNS: std::sync::LazyLock<Runs> = std::sync::LazyLock::new(Default::default);
+
+#[cached(namespace = "poisoned", ttl = 60)]
+async fn poisoned(id: u64) -> u64 {
+    POISON_RUNS.record(id);
+    id
+}
+
+#[tokio::test]
+async fn shard_states_of_another_shape_are_replaced_not_failed_on() {
+    let server = RedisServer::start();
+    let cache = cache_at(&server.url());
+    for (id, foreign) in [
+        (1, "0:0"),
+        (2, "05:1"),
+        (3, "5:01"),
+        (4, "123456789012345678901234:0"),
+        (5, "5:9007199254740992"),
+    ] {
+        for shard in 0..16 {
+            server.cli(&[
+                "SET",
+                &format!("cache:{{poisoned:{shard:02x}}}:gen"),
+                foreign,
+            ]);
+        }
+        for _ in 0..3 {
+            assert_eq!(cache.scope(poisoned(id)).await, id);
+        }
+        assert_eq!(
+            POISON_RUNS.of(id),
+            1,
+            "{foreign}: no hit after the state was replaced"
+        );
+    }
+    assert_eq!(cache.stats().namespace("poisoned").errors, 0);
+}
+
+static EPOCH: std::sync::LazyLock<Source> = std::sync::LazyLock::new(Source::default);
+
+#[cached(namespace = "epochs", ttl = 60)]
+async fn at_epoch(id: u64) -> u64 {
+    EPOCH.read(id == 1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_at_the_largest_epoch_still_refuses_a_racing_store() {
+    let server = RedisServer::start();
+    let (reader, writer) = (cache_at(&server.url()), cache_at(&server.url()));
+    for (round, epoch) in ["999999999999999", "9007199254740992"]
+        .into_iter()
+        .enumerate()
+    {
+        let round = round as u64;
+        // Cached, then its shard state set to the epoch under test.
+        EPOCH.gate.open();
+        writer.scope(at_epoch_invalidate(&1)).await.unwrap();
+        assert_eq!(reader.scope(at_epoch(1)).await, 2 * round);
+        let [entry] = &keys(&server, "cache:{epochs:*}:*at_epoch*")[..] else {
+            panic!("one entry expected")
+        };
+        let gen_key = format!("{}:gen", &entry[..=entry.find('}').unwrap()]);
+        let state = server.cli(&["GET", &gen_key]);
+        let generation = state.trim().split(':').next().unwrap().to_owned();
+        server.cli(&["SET", &gen_key, &format!("{generation}:{epoch}"), "KEEPTTL"]);
+        // A slow miss reads the old truth; the write and its invalidation
+        // return; the slow store must be refused.
+        writer.scope(at_epoch_invalidate(&1)).await.unwrap();
+        EPOCH.gate.close();
+        let reached = EPOCH.gate.reached.load(SeqCst);
+        let slow = {
+            let reader = reader.clone();
+            tokio::spawn(async move { reader.scope(at_epoch(1)).await })
+        };
+        EPOCH.gate.wait_reached(reached + 1).await;
+        EPOCH.write(2 * round + 2);
+        writer.scope(at_epoch_invalidate(&1)).await.unwrap();
+        EPOCH.gate.open();
+        assert_eq!(slow.await.unwrap(), 2 * round);
+        assert_eq!(
+            writer.scope(at_epoch(1)).await,
+            2 * round + 2,
+            "epoch {epoch}: the store that read before the invalidation landed"
+        );
+    }
+}
+
+// Found in review: an entry holding the empty string was never replaced (an
+// empty version read as "no entry").
+
+static EMPTY_RUNS: std::sync::LazyLock<Runs> = std::sync::LazyLock::new(Default::default);
+
+#[cached(namespace = "emptied", ttl = 60)]
+async fn emptied(id: u64) -> u64 {
+    EMPTY_RUNS.record(id);
+    id
+}
+
+#[tokio::test]
+async fn an_empty_value_under_an_entry_key_is_replaced() {
+    let server = RedisServer::start();
+    let cache = cache_at(&server.url());
+    cache.scope(emptied(1)).await;
+    let [entry] = &keys(&server, "cache:{emptied:*}:*emptied*")[..] else {
+        panic!("one entry expected")
+    };
+    server.cli(&["SET", entry, ""]);
+    for _ in 0..3 {
+        assert_eq!(cache.scope(emptied(1)).await, 1);
+    }
+    assert_eq!(EMPTY_RUNS.of(1), 2, "the empty value was not replaced");
+}

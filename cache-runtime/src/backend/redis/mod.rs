@@ -267,9 +267,10 @@ impl redis::ToRedisArgs for GenerationKey<'_> {
     }
 }
 
-/// A decimal `u64`, as in a shard state.
-fn parse_decimal(text: &[u8]) -> Option<u64> {
-    if text.is_empty() || text.len() > 20 {
+/// A canonical decimal `u64` of at most `max_digits` digits: no sign, no
+/// leading zero.
+fn parse_decimal(text: &[u8], max_digits: usize) -> Option<u64> {
+    if text.is_empty() || text.len() > max_digits || (text.len() > 1 && text[0] == b'0') {
         return None;
     }
     let mut value: u64 = 0;
@@ -283,12 +284,14 @@ fn parse_decimal(text: &[u8]) -> Option<u64> {
     Some(value)
 }
 
-/// A shard state as stored: `<generation>:<epoch>`, decimal. Anything else
-/// (another program's value, an older format) is no shard state.
+/// A shard state as stored: `<generation>:<epoch>`, canonical decimal, the
+/// generation not zero, the epoch at most [`scripts::MAX_EPOCH`]. Anything
+/// else (another program's value, an older format) is no shard state; the
+/// scripts decide the same way.
 fn parse_shard(text: &[u8]) -> Option<ShardState> {
     let colon = text.iter().position(|&b| b == b':')?;
-    let generation = parse_decimal(&text[..colon]).filter(|&g| g != 0)?;
-    let epoch = parse_decimal(&text[colon + 1..])?;
+    let generation = parse_decimal(&text[..colon], 20).filter(|&g| g != 0)?;
+    let epoch = parse_decimal(&text[colon + 1..], 15)?;
     Some(ShardState {
         generation: Generation(generation),
         epoch,
@@ -387,10 +390,10 @@ impl Backend for RedisBackend {
         ttl: Duration,
         condition: &PutCondition,
     ) -> Result<PutOutcome> {
-        let previous = condition
-            .previous
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default();
+        let (seen, previous) = match condition.previous {
+            Some(version) => (b"1".to_vec(), version.as_bytes().to_vec()),
+            None => (b"0".to_vec(), Vec::new()),
+        };
         let mut value = Vec::with_capacity(VERSION_LEN + entry.bytes.len());
         value.extend_from_slice(entry.version.as_bytes());
         value.extend_from_slice(&entry.bytes);
@@ -403,6 +406,7 @@ impl Backend for RedisBackend {
             ],
             vec![
                 shard_text(condition.shard).into_bytes(),
+                seen,
                 previous,
                 value,
                 ttl.as_millis().max(1).to_string().into_bytes(),
@@ -428,6 +432,7 @@ impl Backend for RedisBackend {
             vec![
                 shard_text(ShardState::fresh()).into_bytes(),
                 SHARD_TTL.as_secs().to_string().into_bytes(),
+                scripts::MAX_EPOCH.to_string().into_bytes(),
             ],
         );
         self.request::<()>(call).await
@@ -482,8 +487,15 @@ mod tests {
             })
         };
         assert_eq!(parse_shard(b"42:0"), state(42, 0));
-        let max = format!("{}:{}", u64::MAX, u64::MAX);
-        assert_eq!(parse_shard(max.as_bytes()), state(u64::MAX, u64::MAX));
+        let max = format!("{}:{}", u64::MAX, scripts::MAX_EPOCH);
+        assert_eq!(
+            parse_shard(max.as_bytes()),
+            state(u64::MAX, scripts::MAX_EPOCH)
+        );
+        assert_eq!(
+            parse_shard(b"7:999999999999999"),
+            state(7, 999_999_999_999_999)
+        );
         for bad in [
             &b""[..],
             b"42",
@@ -495,6 +507,10 @@ mod tests {
             b"4 2:0",
             b"x:0",
             b"1:2:3",
+            b"05:1",
+            b"5:01",
+            b"5:1000000000000000",
+            b"5:9007199254740992",
         ] {
             assert_eq!(parse_shard(bad), None, "{bad:?}");
         }
