@@ -53,6 +53,7 @@ fn call_site(spec: &Spec, function: &str, companion: bool) -> TokenStream {
     let version = spec.version;
     let ttl = spec.ttl_secs.unwrap_or(0);
     let self_type = spec.receiver || spec.key_self_type.is_some();
+    let exact_types = exact_types(spec);
     quote! {
         // Its path, as `type_name` writes it, locates the function: module,
         // `impl` block and enclosing scopes included.
@@ -65,8 +66,15 @@ fn call_site(spec: &Spec, function: &str, companion: bool) -> TokenStream {
             #ttl,
             #companion,
             #self_type,
+            #exact_types,
         );
     }
+}
+
+/// How many of the call's types are counted exactly (`Self`, the type
+/// parameters, the value), before the key arguments'.
+fn exact_types(spec: &Spec) -> usize {
+    usize::from(spec.receiver || spec.key_self_type.is_some()) + spec.type_params.len() + 1
 }
 
 /// The argument expression of a key argument: a reference to it.
@@ -99,7 +107,10 @@ fn key_statements(spec: &Spec, borrowed: bool) -> TokenStream {
         out.extend(quote_spanned! {arg.ty.span()=> __cache_args.push(#reference); });
     }
     // The concrete types of this instantiation, which the key records so
-    // that instantiations of generic code never share entries.
+    // that instantiations of generic code never share entries: first those
+    // counted exactly (`Self`, type parameters, the value; as many as
+    // `exact_types` says), then the key arguments' (counted as what they
+    // point to).
     let mut types = Vec::new();
     if spec.receiver {
         types.push(quote!(::core::any::type_name::<Self>()));
@@ -110,12 +121,12 @@ fn key_statements(spec: &Spec, borrowed: bool) -> TokenStream {
     for param in &spec.type_params {
         types.push(quote!(::core::any::type_name::<#param>()));
     }
+    let value_ty = &spec.value_ty;
+    types.push(quote!(::core::any::type_name::<#value_ty>()));
     for arg in &spec.key_args {
         let reference = reference(arg, borrowed);
         types.push(quote!(#krate::__private::type_name_of_val(#reference)));
     }
-    let value_ty = &spec.value_ty;
-    types.push(quote!(::core::any::type_name::<#value_ty>()));
     let count = types.len();
     out.extend(quote! {
         let __cache_types: [&'static str; #count] = [#(#types),*];

@@ -133,7 +133,7 @@ impl Circuit {
         }
     }
 
-    fn failure(&self) -> Transition {
+    fn failure(&self, probe: bool) -> Transition {
         if !self.tripped.load(Relaxed) {
             let failures = self.failures.fetch_add(1, Relaxed) + 1;
             if failures < self.config.threshold {
@@ -149,8 +149,9 @@ impl Circuit {
             return Transition::Opened(state.period);
         }
         let mut state = self.state();
-        if !state.probing {
-            // A call that was let through before the circuit opened.
+        if !probe || !state.probing {
+            // A call let through before the circuit opened, or past it (a
+            // health check): the probe's answer decides.
             return Transition::None;
         }
         state.probing = false;
@@ -170,21 +171,25 @@ pub(crate) struct Permit<'a> {
 }
 
 impl Permit<'_> {
+    /// Any success closes the circuit: the backend answers.
     pub(crate) fn success(mut self) -> Transition {
         self.probe = false;
         self.circuit.success()
     }
 
+    /// A failure counts towards opening the circuit; while it is open, only
+    /// the probe's failure backs it off (an operation let through otherwise,
+    /// such as a health check, must not take the probe's place).
     pub(crate) fn failure(mut self) -> Transition {
-        self.probe = false;
-        self.circuit.failure()
+        let probe = std::mem::replace(&mut self.probe, false);
+        self.circuit.failure(probe)
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if self.probe {
-            let _ = self.circuit.failure();
+            let _ = self.circuit.failure(true);
         }
     }
 }

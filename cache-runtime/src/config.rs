@@ -277,21 +277,27 @@ impl fmt::Display for RedisConfig {
 /// Replaces the passwords in text that is meant to be a URL with `***`,
 /// working on the raw text so that input which does not parse is redacted
 /// as well as input which does: everything between the first `:` after
-/// `scheme://` and the *last* `@` (a password may contain `@ : / ? #`, a host
+/// `scheme://` and the *last* `@` (a password may contain `@ : / ? # %`, a host
 /// never contains `@`), and everything after a `pass=` query parameter (the
-/// password of a `unix://` URL). When in doubt it hides too much, never too
-/// little.
+/// password of a `unix://` URL, its name possibly percent-encoded). Text
+/// without `://` (a typo such as `redis:/:pw@host`) loses everything
+/// between its first `:` and its last `@`. When in doubt it hides too much,
+/// never too little.
 fn redact_input(input: &str) -> String {
     let input = redact_pass_param(input);
-    let Some(scheme_end) = input.find("://").map(|i| i + 3) else {
+    let Some(at) = input.rfind('@') else {
         return input;
     };
-    let rest = &input[scheme_end..];
-    let Some(at) = rest.rfind('@') else {
-        return input;
+    let userinfo_start = match input.find("://") {
+        Some(scheme_end) => scheme_end + 3,
+        None => 0,
     };
-    match rest[..at].find(':') {
-        Some(colon) => format!("{}***{}", &input[..scheme_end + colon + 1], &rest[at..]),
+    match input[userinfo_start..at].find(':') {
+        Some(colon) => format!(
+            "{}***{}",
+            &input[..userinfo_start + colon + 1],
+            &input[at..]
+        ),
         None => input,
     }
 }
@@ -303,23 +309,50 @@ const PASS_PARAM: &str = "pass";
 #[cfg(feature = "redis")]
 /// Replaces everything after a `pass=` parameter with `***`: the password
 /// runs to the next `&` in a well-formed URL, but an unencoded `&` or `#` in
-/// it would leave a part of it in view.
+/// it would leave a part of it in view. The parameter's name is compared
+/// percent-decoded (`p%61ss=` is `pass=` to redis-rs).
 fn redact_pass_param(input: &str) -> String {
     let Some(query) = input.find('?') else {
         return input.to_owned();
     };
-    let marker = format!("{PASS_PARAM}=");
     let mut start = query + 1;
     loop {
-        if input[start..].starts_with(&marker) {
-            let value = start + marker.len();
-            return format!("{}***", &input[..value]);
+        let pair = &input[start..];
+        let name_end = pair.find(['=', '&']).unwrap_or(pair.len());
+        if pair[name_end..].starts_with('=') && percent_decoded(&pair[..name_end]) == PASS_PARAM {
+            return format!("{}***", &input[..start + name_end + 1]);
         }
-        match input[start..].find('&') {
+        match pair.find('&') {
             Some(amp) => start += amp + 1,
             None => return input.to_owned(),
         }
     }
+}
+
+#[cfg(feature = "redis")]
+/// `%XX` sequences decoded; anything malformed kept as it is.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(feature = "redis")]
@@ -453,6 +486,11 @@ mod tests {
                 format!("redis://app:{password}@cache.internal:6380/1"),
                 format!("rediss://app:{password}@cache.internal/0"),
                 format!("unix:///run/redis.sock?db=1&pass={password}"),
+                format!("unix:///run/redis.sock?p%61ss={password}"),
+                // Typos that do not parse as URLs at all.
+                format!("redis:/:{password}@cache.internal:6379/0"),
+                format!("redis:{password}@cache.internal"),
+                format!("//:{password}@cache.internal:6379"),
             ] {
                 let shown = match RedisConfig::new(&url) {
                     Ok(config) => shown(&config).join(" "),

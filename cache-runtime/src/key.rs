@@ -327,10 +327,23 @@ fn push_args(out: &mut String, args: &[u8]) {
 
 /// The part of a cached function's keys between the shard and the
 /// arguments: `:{function}:v{version}.{types}:`, `types` being a hash of the
-/// normalized names of the instantiation's types (see [`normalize_type`]).
-pub(crate) fn function_segment(function: &str, version: u32, types: &[&str]) -> String {
+/// names of the instantiation's types: `exact` ones as they are (`Self`,
+/// type parameters, the value: `f::<Box<X>>` is not `f::<X>`), `arguments`
+/// normalized (see [`normalize_type`]).
+pub(crate) fn function_segment(
+    function: &str,
+    version: u32,
+    exact: &[&str],
+    arguments: &[&str],
+) -> String {
     let mut hasher = blake3::Hasher::new();
-    for name in types {
+    for name in exact {
+        hasher.update(name.as_bytes());
+        hasher.update(b"\0");
+    }
+    // Separates the two lists: a type cannot move from one to the other.
+    hasher.update(b"\x01");
+    for name in arguments {
         hasher.update(normalize_type(name).as_bytes());
         hasher.update(b"\0");
     }
@@ -373,9 +386,10 @@ pub(crate) fn normalize_type(name: &str) -> &str {
 const FUNCTION_ID_MAX: usize = 96;
 
 /// Turns a function's path, as `type_name` writes it (`app::db::Repo<_>::get`),
-/// into a key segment: `app.db.Repo<_>.get`. `::` becomes `.`, spaces go,
-/// and anything that could break the key's layout (`:`, braces, `%`,
-/// whitespace, non-ASCII) is escaped as `%XX`, which keeps ids injective.
+/// into a key segment: `app.db.Repo<_>.get`. `::` becomes `.`, the space
+/// after a comma goes (`type_name` always writes one there), and anything
+/// that could break the key's layout (`:`, braces, `%`, other whitespace,
+/// non-ASCII) is escaped as `%XX`, which keeps ids injective.
 pub(crate) fn function_id(path: &str) -> String {
     let mut id = String::with_capacity(path.len());
     let mut rest = path;
@@ -385,10 +399,14 @@ pub(crate) fn function_id(path: &str) -> String {
             rest = after;
             continue;
         }
+        if let Some(after) = rest.strip_prefix(", ") {
+            id.push(',');
+            rest = after;
+            continue;
+        }
         rest = &rest[c.len_utf8()..];
         match c {
-            ' ' => {}
-            ':' | '{' | '}' | '%' => push_escaped(&mut id, c),
+            ':' | '{' | '}' | '%' | ' ' => push_escaped(&mut id, c),
             c if c.is_ascii_graphic() => id.push(c),
             c => push_escaped(&mut id, c),
         }
@@ -468,7 +486,11 @@ mod tests {
             function_id("app::P<alloc::vec::Vec<u8>, (u8, &str)>::f"),
             "app.P<alloc.vec.Vec<u8>,(u8,&str)>.f"
         );
-        assert_eq!(function_id("<dyn app::T>::f"), "<dynapp.T>.f");
+        assert_eq!(function_id("<dyn app::T>::f"), "<dyn%20app.T>.f");
+        assert_ne!(
+            function_id("<a::Xas as b::T>::f"),
+            function_id("<a::X as asb::T>::f")
+        );
         assert_eq!(function_id("a:b{c}%é"), "a%3Ab%7Bc%7D%25%C3%A9");
         let long = format!("app::{}::f", "X".repeat(200));
         let id = function_id(&long);
@@ -490,7 +512,7 @@ mod tests {
         );
         assert_eq!(normalize_type("&mut u64"), "u64");
         assert_eq!(normalize_type("alloc::vec::Vec<u8>"), "alloc::vec::Vec<u8>");
-        let segment = |types: &[&str]| function_segment("app.f", 0, types);
+        let segment = |types: &[&str]| function_segment("app.f", 0, &["u64"], types);
         assert_eq!(
             segment(&["&str", "u64"]),
             segment(&["alloc::string::String", "u64"])
@@ -501,6 +523,14 @@ mod tests {
             segment(&["u64"]).starts_with(":app.f:v0."),
             "{}",
             segment(&["u64"])
+        );
+        // Type parameters and values count exactly.
+        let exact = |types: &[&str]| function_segment("app.f", 0, types, &[]);
+        assert_ne!(exact(&["alloc::boxed::Box<u8>"]), exact(&["u8"]));
+        assert_ne!(exact(&["&str"]), exact(&["alloc::string::String"]));
+        assert_ne!(
+            function_segment("f", 0, &["a"], &[]),
+            function_segment("f", 0, &[], &["a"])
         );
     }
 }

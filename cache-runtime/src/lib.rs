@@ -41,7 +41,10 @@
 //!   entry's length, so hostile bytes cannot abort the process.
 //! - **Injective keys (G2).** Distinct arguments never share an entry,
 //!   whatever characters they contain; no argument reaches into another
-//!   namespace; distinct functions never share (or lose) their keys.
+//!   namespace; distinct functions never share (or lose) their keys (one
+//!   exception: same-named cached functions nested in sibling blocks of one
+//!   function body, run by different processes, which the compiler names
+//!   alike).
 //! - **Invalidation is final (G3).** Once an invalidation returns `Ok`, no call
 //!   that starts afterwards returns a value computed before it, in this
 //!   process or any other sharing the backend: entries of older generations
@@ -51,8 +54,10 @@
 //!   the guide's Deployment chapter for Redis persistence and failover.
 //! - **Fail-open (G4).** A cache failure (backend down, slow, panicking;
 //!   hostile entries; no Tokio runtime) never fails the call: the body runs,
-//!   and the call waits at most the backend's timeout, about nothing once
-//!   the circuit is open. A call cancelled at any point leaves nothing stuck.
+//!   and the call's own requests wait at most the backend's timeout, about
+//!   nothing once the circuit is open (a call queued behind another call of
+//!   its key also waits for that call, as single-flight does). A call
+//!   cancelled at any point leaves nothing stuck.
 //! - **Single-flight (G5).** Concurrent misses on one key in one process run
 //!   the body once (twice if the store is refused because another process or
 //!   an invalidation got there first), even if the first caller is

@@ -35,6 +35,7 @@ pub struct CallSite {
     ttl_secs: u64,
     companion: bool,
     self_type_in_key: bool,
+    exact_types: usize,
     state: OnceLock<SiteState>,
 }
 
@@ -83,6 +84,7 @@ impl CallSite {
         ttl_secs: u64,
         companion: bool,
         self_type_in_key: bool,
+        exact_types: usize,
     ) -> Self {
         CallSite {
             namespace,
@@ -92,6 +94,7 @@ impl CallSite {
             ttl_secs,
             companion,
             self_type_in_key,
+            exact_types,
             state: OnceLock::new(),
         }
     }
@@ -198,7 +201,13 @@ impl CallSite {
 
     fn new_identity(&'static self, types: &[&'static str]) -> Identity {
         let state = self.state();
-        let segment = key::function_segment(&state.function_id, self.version, types);
+        let exact = self.exact_types.min(types.len());
+        let segment = key::function_segment(
+            &state.function_id,
+            self.version,
+            &types[..exact],
+            &types[exact..],
+        );
         Identity {
             types: types.into(),
             segment_hash: key::segment_hash(&segment),
@@ -261,9 +270,13 @@ fn same_types(a: &[&'static str], b: &[&'static str]) -> bool {
 /// `impl`: the compiler writes the impl's type parameters as `_`, and its
 /// const parameters by name, where a concrete impl has types and values.
 fn in_generic_impl(path: &str) -> bool {
+    // Primitive types, and the keywords `type_name` writes inside types
+    // (`dyn T`, `*const T`, `&mut T`, `fn(u8)`, `unsafe extern "C" fn`,
+    // `for<'a> fn`, `<X as T>`).
     const PRIMITIVES: &[&str] = &[
         "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32",
-        "i64", "i128", "isize", "f32", "f64", "true", "false", "dyn", "mut", "const",
+        "i64", "i128", "isize", "f32", "f64", "true", "false", "dyn", "mut", "const", "fn",
+        "unsafe", "extern", "for", "impl", "as",
     ];
     let mut depth = 0usize;
     let mut token = String::new();
@@ -400,6 +413,9 @@ mod tests {
             "app::P<alloc::vec::Vec<alloc::string::String>, (u8, &str)>::f",
             "app::A<[u8; 4], *const u8, &mut bool>::f",
             "<dyn app::T>::f",
+            "app::F<fn(u8) -> u16>::f",
+            "app::F<for<'a> fn(&'a str)>::f",
+            "app::F<unsafe extern \"C\" fn()>::f",
         ] {
             assert!(!in_generic_impl(concrete), "{concrete}");
         }

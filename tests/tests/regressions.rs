@@ -862,3 +862,121 @@ async fn a_call_cancelled_at_any_await_point_leaves_nothing_stuck() {
         "the call had too few await points to mean anything"
     );
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Point {
+    x: i32,
+    y: i32,
+}
+
+/// Found in review: the element allowance counted the fields of structs,
+/// tuples and arrays, so ordinary values with many small fields could not be
+/// read back (and their functions ran uncached).
+#[test]
+fn values_with_many_small_fields_round_trip() {
+    fn round_trip<
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug + 'static,
+    >(
+        value: T,
+    ) {
+        for codec in [
+            cache_runtime::CodecKind::Bincode,
+            cache_runtime::CodecKind::Postcard,
+        ] {
+            let entry = cache_runtime::testing::seal(
+                codec,
+                cache_runtime::Generation(7),
+                Duration::from_secs(60),
+                &value,
+            )
+            .unwrap();
+            let back: T = cache_runtime::testing::open(&entry, codec, cache_runtime::Generation(7))
+                .unwrap_or_else(|e| panic!("{}: {e}", codec.name()));
+            assert_eq!(back, value);
+        }
+    }
+    round_trip(
+        (0..100)
+            .map(|i| Point { x: i % 3, y: -1 })
+            .collect::<Vec<_>>(),
+    );
+    round_trip((0..100).map(|i| (i as u8, i % 2 == 0)).collect::<Vec<_>>());
+    round_trip(vec![[1u8, 2, 3, 255]; 1000]);
+    round_trip(vec![((), (), [(); 8]); 10]);
+}
+
+// Found in review: the normalization meant for key arguments' types (a
+// `&str` is a `String`) was applied to type parameters too, so
+// `f::<Box<X>>` shared `f::<X>`'s entry and `f::<&str>` `f::<String>`'s.
+
+#[cached(namespace = "sizes")]
+async fn size_of_t<T: 'static>() -> usize {
+    std::mem::size_of::<T>()
+}
+
+#[cached(namespace = "names")]
+async fn name_of<T: 'static>() -> String {
+    std::any::type_name::<T>().to_owned()
+}
+
+#[tokio::test]
+async fn type_parameters_count_exactly() {
+    Cache::memory()
+        .scope(async {
+            assert_eq!(size_of_t::<[u8; 64]>().await, 64);
+            assert_eq!(size_of_t::<Box<[u8; 64]>>().await, 8);
+            assert_eq!(size_of_t::<std::rc::Rc<[u8; 64]>>().await, 8);
+            assert_eq!(name_of::<String>().await, "alloc::string::String");
+            assert_eq!(name_of::<&'static str>().await, "&str");
+        })
+        .await;
+}
+
+// Found in review: while the backend failed, a caller queued behind another
+// call of its key looked the key up again after it, paying a second
+// timeout. A round after a failed read computes without reading.
+
+static OUTAGE: std::sync::LazyLock<Source> = std::sync::LazyLock::new(Source::default);
+
+#[cached(namespace = "outage")]
+async fn during_outage(id: u64) -> u64 {
+    OUTAGE.read(id == 1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_pays_no_second_timeout_while_the_backend_fails() {
+    let backend = Arc::new(Faulty::with_timeout(
+        Arc::new(MemoryBackend::new()),
+        Duration::from_millis(50),
+    ));
+    let cache = Cache::builder()
+        .shared_backend(backend.clone())
+        .circuit(CircuitConfig {
+            threshold: 100,
+            ..CircuitConfig::default()
+        })
+        .build()
+        .unwrap();
+    backend.set(Op::Get, Mode::Hang);
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.scope(during_outage(1)).await })
+    };
+    OUTAGE.gate.wait_reached(1).await;
+    let waiter = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.scope(during_outage(1)).await })
+    };
+    eventually("the waiter to miss", || {
+        cache.stats().namespace("outage").misses == 2
+    })
+    .await;
+    OUTAGE.gate.open();
+    assert_eq!(leader.await.unwrap(), 0);
+    assert_eq!(waiter.await.unwrap(), 0);
+    assert_eq!(
+        backend.gets_started(),
+        2,
+        "the waiter read the failing backend twice"
+    );
+}

@@ -120,7 +120,8 @@ impl Shards {
 ///
 /// Bounded by entry count (default 100,000) or by bytes
 /// ([`MemoryBackendBuilder::max_bytes`]); least-recently and least-frequently
-/// used entries are evicted first. Shard states count against the same bound.
+/// used entries are evicted first; shard states are bounded on their own (see
+/// the module docs).
 /// Cheap to clone: clones share the storage, which is how tests play two
 /// processes on one shared cache.
 #[derive(Clone)]

@@ -57,6 +57,8 @@ struct Published {
     round: u64,
     /// When its store started, if the store succeeded.
     stored: Option<u64>,
+    /// The round's read of the backend failed.
+    read_failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +104,9 @@ pub(crate) struct Lead<'a> {
     slot: tokio::sync::MutexGuard<'a, Option<Published>>,
     round: u64,
     store: Option<u64>,
+    read_failed: bool,
+    /// The round before this one, if any, had a failed read.
+    after_failed_read: bool,
     /// The first round of a fresh flight: the leader's own lookup, made just
     /// before, stands for the round's read.
     first: bool,
@@ -190,6 +195,7 @@ impl Flight {
     pub(crate) async fn enter(&self, ticket: Ticket) -> Turn<'_> {
         let slot = self.slot.lock().await;
         let first = slot.is_none();
+        let after_failed_read = slot.as_ref().is_some_and(|p| p.read_failed);
         if let Some(published) = &*slot {
             let fresh =
                 published.round > ticket.0 || published.stored.is_some_and(|s| s > ticket.0);
@@ -207,6 +213,8 @@ impl Flight {
             slot,
             round,
             store: None,
+            read_failed: false,
+            after_failed_read,
             first,
         })
     }
@@ -216,9 +224,20 @@ impl Lead<'_> {
     /// Whether this round must look the key up again before computing: every
     /// round but the first of a fresh flight, whose leader just did, unless
     /// a store of the key landed since the clock `seen` was read before that
-    /// lookup.
+    /// lookup. Not after a round whose read failed: the backend is failing,
+    /// and a second read would make the waiters pay a second timeout (the
+    /// round then stores nothing and shares its value with the callers that
+    /// were waiting when it began, which is fresh for them).
     pub(crate) fn must_look_up(&self, seen: Clock) -> bool {
-        !self.first || self.flight.flights.landed_since(&self.flight.key, seen)
+        if self.flight.flights.landed_since(&self.flight.key, seen) {
+            return true;
+        }
+        !self.first && !self.after_failed_read
+    }
+
+    /// Records that this round's read of the backend failed.
+    pub(crate) fn read_failed(&mut self) {
+        self.read_failed = true;
     }
 
     /// Marks the start of the round's store; call right before sending it.
@@ -236,6 +255,7 @@ impl Lead<'_> {
             outcome,
             round: self.round,
             stored: self.store.filter(|_| stored),
+            read_failed: self.read_failed,
         });
     }
 }

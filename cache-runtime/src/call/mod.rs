@@ -187,6 +187,9 @@ impl Cache {
         } else {
             observed
         };
+        if !observed.known {
+            lead.read_failed();
+        }
         let shard = call.shard_for(&observed).await;
         let result = body.await;
         let (outcome, stored) = match (shape.cacheable)(&result) {

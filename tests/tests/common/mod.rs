@@ -60,6 +60,7 @@ pub struct Faulty {
     changed: tokio::sync::Notify,
     pub calls: AtomicU64,
     puts: AtomicU64,
+    gets: AtomicU64,
     /// What [`Backend::operation_timeout`] says: `None` by default, so that a
     /// hang lasts until the test lets it go.
     timeout: Option<Duration>,
@@ -73,6 +74,7 @@ impl Faulty {
             changed: tokio::sync::Notify::new(),
             calls: AtomicU64::new(0),
             puts: AtomicU64::new(0),
+            gets: AtomicU64::new(0),
             timeout: None,
         }
     }
@@ -109,11 +111,18 @@ impl Faulty {
         self.puts.load(Ordering::SeqCst)
     }
 
+    /// Reads that reached this backend, answered or not.
+    pub fn gets_started(&self) -> u64 {
+        self.gets.load(Ordering::SeqCst)
+    }
+
     async fn enter(&self, op: Op) -> Result<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if op == Op::Put {
-            self.puts.fetch_add(1, Ordering::SeqCst);
-        }
+        match op {
+            Op::Put => self.puts.fetch_add(1, Ordering::SeqCst),
+            Op::Get => self.gets.fetch_add(1, Ordering::SeqCst),
+            _ => 0,
+        };
         loop {
             let changed = self.changed.notified();
             let mode = self
