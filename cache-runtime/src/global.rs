@@ -7,14 +7,58 @@
 //! 3. if none was installed, one started on first use: an in-memory cache with
 //!    default settings, which says so once at info level.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::cache::{Cache, CacheBuilder};
+use crate::call::Request;
 
 static GLOBAL: OnceLock<Cache> = OnceLock::new();
 
+/// What a task carries for the cached calls it runs: a cache of
+/// [`Cache::scope`], and a request ([`crate::refresh`] and its siblings)
+/// for the next call.
+pub(crate) struct Scope {
+    cache: Option<Cache>,
+    /// Taken by the first cached call that starts in the scope.
+    request: Cell<Option<Request>>,
+}
+
 tokio::task_local! {
-    pub(crate) static SCOPED: Cache;
+    static SCOPE: Scope;
+}
+
+/// Runs `future` under `cache` (see [`Cache::scope`]).
+pub(crate) async fn scoped<F: Future>(cache: Cache, future: F) -> F::Output {
+    let scope = Scope {
+        cache: Some(cache),
+        request: Cell::new(None),
+    };
+    SCOPE.scope(scope, future).await
+}
+
+/// Runs `future` with `request` for its first cached call, under the
+/// cache the task would use anyway (the one of an enclosing
+/// [`Cache::scope`] when it is first polled).
+///
+/// The future is boxed: an `async` wrapper would hold it twice (as what it
+/// captured and as what it awaits), and a cached call's future holds every
+/// cached call nested in its body.
+pub(crate) fn requested<F: Future>(request: Request, future: F) -> impl Future<Output = F::Output> {
+    let future = Box::pin(future);
+    async move {
+        let cache = SCOPE.try_with(|s| s.cache.clone()).ok().flatten();
+        let scope = Scope {
+            cache,
+            request: Cell::new(Some(request)),
+        };
+        SCOPE.scope(scope, future).await
+    }
+}
+
+/// Takes the request left for the cached call starting now, if any.
+pub(crate) fn take_request() -> Option<Request> {
+    SCOPE.try_with(|scope| scope.request.take()).ok().flatten()
 }
 
 /// Installs `cache` as the process-wide cache.
@@ -72,9 +116,21 @@ pub(crate) enum Current {
 
 impl Current {
     pub(crate) fn get() -> Current {
-        SCOPED
-            .try_with(|cache| Current::Scoped(cache.clone()))
-            .unwrap_or_else(|_| Current::Global(global()))
+        Current::for_call().0
+    }
+
+    /// The cache of a call starting now, and the request left for it
+    /// (taken: calls nested in its body do not see it).
+    pub(crate) fn for_call() -> (Current, Option<Request>) {
+        SCOPE
+            .try_with(|scope| {
+                let cache = match &scope.cache {
+                    Some(cache) => Current::Scoped(cache.clone()),
+                    None => Current::Global(global()),
+                };
+                (cache, scope.request.take())
+            })
+            .unwrap_or_else(|_| (Current::Global(global()), None))
     }
 }
 

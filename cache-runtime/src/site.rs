@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::cache::Cache;
 use crate::entry::{self, CodecKind, TypeInfo};
 use crate::key::{self, CacheKey, Namespace};
-use crate::stats::Counters;
+use crate::observe::Counters;
 
 /// One `#[cached]` function, as the macro describes it. Not public API.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use crate::config::RedisConfig;
 use crate::entry::CodecKind;
 use crate::error::{Error, Result};
 use crate::key;
-use crate::stats::{Registry, Throttle};
+use crate::observe::{Registry, Throttle, Timing};
 
 /// Configures a [`Cache`].
 ///
@@ -33,7 +33,12 @@ pub struct CacheBuilder {
     /// `None`: follow the Redis backoff, or the defaults.
     circuit: Option<CircuitConfig>,
     log_keys: bool,
+    slow_threshold: Option<Duration>,
+    metrics: bool,
 }
+
+/// The default [`CacheBuilder::slow_threshold`]: 100 ms.
+pub const DEFAULT_SLOW_THRESHOLD: Duration = Duration::from_millis(100);
 
 impl Default for CacheBuilder {
     fn default() -> Self {
@@ -46,6 +51,8 @@ impl Default for CacheBuilder {
             codec: CodecKind::default(),
             circuit: None,
             log_keys: false,
+            slow_threshold: Some(DEFAULT_SLOW_THRESHOLD),
+            metrics: cfg!(feature = "metrics"),
         }
     }
 }
@@ -59,6 +66,8 @@ impl fmt::Debug for CacheBuilder {
             .field("codec", &self.codec)
             .field("circuit", &self.circuit)
             .field("log_keys", &self.log_keys)
+            .field("slow_threshold", &self.slow_threshold)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -136,6 +145,17 @@ impl CacheBuilder {
         if let Some(log_keys) = config::bool_var("CACHE_LOG_KEYS")? {
             self.log_keys = log_keys;
         }
+        match std::env::var("CACHE_SLOW_THRESHOLD").ok().as_deref() {
+            Some("off") => self.slow_threshold = None,
+            _ => {
+                if let Some(slow) = config::duration_var("CACHE_SLOW_THRESHOLD")? {
+                    self.slow_threshold = Some(slow);
+                }
+            }
+        }
+        if let Some(metrics) = config::bool_var("CACHE_METRICS")? {
+            self.metrics = metrics;
+        }
         Ok(self)
     }
 
@@ -163,6 +183,29 @@ impl CacheBuilder {
     /// false: they name the namespace and function only. `CACHE_LOG_KEYS`.
     pub fn log_keys(mut self, log_keys: bool) -> Self {
         self.log_keys = log_keys;
+        self
+    }
+
+    /// Logs backend operations that take at least this long at `warn`
+    /// (rate-limited: one line per 10 s, with the count of those held
+    /// back); `None` turns the warning off. Default
+    /// [`DEFAULT_SLOW_THRESHOLD`] (100 ms). `CACHE_SLOW_THRESHOLD` (`250ms`,
+    /// or `off`).
+    pub fn slow_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_threshold = threshold;
+        self
+    }
+
+    /// Emits metrics through the `metrics` facade (see the guide's
+    /// Observability chapter for the names). Default true when the crate's
+    /// `metrics` feature is on; without it, metrics cannot be turned on.
+    /// `CACHE_METRICS`.
+    ///
+    /// The metric handles are registered with the recorder installed when
+    /// the cache is built and when a namespace sees its first call: install
+    /// the exporter before building the cache.
+    pub fn metrics(mut self, metrics: bool) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -232,6 +275,14 @@ impl CacheBuilder {
             )?),
             None => Arc::new(MemoryBackend::new()),
         };
+        if !cfg!(feature = "metrics") && self.metrics {
+            return Err(Error::Config(
+                "metrics were turned on, but cache-runtime was built without its `metrics` feature"
+                    .to_owned(),
+            ));
+        }
+        let metrics = self.metrics;
+        let backend_name = backend.name();
         Ok(Cache {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -240,9 +291,10 @@ impl CacheBuilder {
                 default_ttl: self.default_ttl,
                 codec: self.codec,
                 flights: Arc::default(),
-                stats: Registry::default(),
+                stats: Registry::new(metrics),
                 log_keys: self.log_keys,
                 throttle: Throttle::new(WARN_PERIOD),
+                timing: Timing::new(backend_name, self.slow_threshold, metrics, WARN_PERIOD),
                 circuit_config: circuit,
                 circuit: Circuit::new(circuit),
                 closed: AtomicBool::new(false),

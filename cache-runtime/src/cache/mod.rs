@@ -2,6 +2,7 @@
 //! shared by every cached function that runs under it; and the guard every
 //! backend operation passes through (circuit breaker, timeout, panics).
 
+mod api;
 mod builder;
 
 use std::fmt;
@@ -13,14 +14,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-pub use self::builder::CacheBuilder;
+pub use self::builder::{CacheBuilder, DEFAULT_SLOW_THRESHOLD};
 use crate::backend::Backend;
 use crate::call::flight::Flights;
 use crate::circuit::{Circuit, CircuitConfig, Permit, Transition};
 use crate::entry::CodecKind;
 use crate::error::{Error, Result};
 use crate::key::{self, CacheKey, Namespace};
-use crate::stats::{Counters, Registry, Stats, Throttle};
+use crate::observe::{Counters, ErrorKind, Op, Registry, Stats, Throttle, Timing};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "cache";
@@ -57,6 +58,7 @@ pub(crate) struct Inner {
     pub(crate) stats: Registry,
     log_keys: bool,
     throttle: Throttle,
+    pub(crate) timing: Timing,
     circuit_config: CircuitConfig,
     circuit: Circuit,
     closed: AtomicBool,
@@ -137,7 +139,9 @@ impl Cache {
     pub async fn invalidate_namespace(&self, namespace: &str) -> Result<()> {
         let namespace = Namespace::new(namespace.to_owned())?;
         let shards = key::namespace_shards(&self.inner.prefix, &namespace);
-        let result = self.guarded(self.inner.backend.bump(&shards)).await;
+        let result = self
+            .guarded(Op::Bump, self.inner.backend.bump(&shards))
+            .await;
         self.inner.flights.detach_namespace(namespace.as_str());
         result
     }
@@ -147,7 +151,9 @@ impl Cache {
     /// missed before the invalidation and stores after it is refused.
     pub(crate) async fn invalidate_key(&self, key: &CacheKey) -> Result<()> {
         let _write = self.write_started();
-        let result = self.guarded(self.inner.backend.invalidate(key)).await;
+        let result = self
+            .guarded(Op::Invalidate, self.inner.backend.invalidate(key))
+            .await;
         self.inner.flights.detach(key.as_str());
         result
     }
@@ -158,7 +164,7 @@ impl Cache {
         let start = Instant::now();
         let healthy = !self.is_closed() && {
             let permit = self.inner.circuit.bypass();
-            let result = self.bounded(self.inner.backend.ping()).await;
+            let result = self.bounded(Op::Ping, self.inner.backend.ping()).await;
             self.report(permit, result.is_ok());
             result.is_ok()
         };
@@ -204,7 +210,11 @@ impl Cache {
     ///
     /// Cancel safety: dropping the future abandons the operation; a probe of
     /// the circuit abandoned this way counts as a failed one.
-    pub(crate) async fn guarded<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+    pub(crate) async fn guarded<T>(
+        &self,
+        kind: Op,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -213,14 +223,27 @@ impl Cache {
                 backend: self.inner.backend.name(),
             });
         };
-        let result = self.bounded(op).await;
+        let result = self.bounded(kind, op).await;
         self.report(permit, result.is_ok());
         result
     }
 
     /// Bounds an operation by the backend's operation timeout (inside a
-    /// Tokio runtime) and turns a panic in it into an error.
-    async fn bounded<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+    /// Tokio runtime), turns a panic in it into an error, and times it if
+    /// the metrics or the slow-operation warning want it.
+    async fn bounded<T>(&self, kind: Op, op: impl Future<Output = Result<T>>) -> Result<T> {
+        if !self.inner.timing.on() {
+            return self.contained(op).await;
+        }
+        let start = Instant::now();
+        let result = self.contained(op).await;
+        self.inner
+            .timing
+            .record(self.inner.backend.name(), kind, start.elapsed());
+        result
+    }
+
+    async fn contained<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
         let backend = self.inner.backend.name();
         let limit = self
             .inner
@@ -284,7 +307,7 @@ impl Cache {
     /// Meant for tests: each test can run on its own in-memory cache.
     /// Tasks spawned inside the future do not inherit the scope.
     pub async fn scope<F: Future>(&self, future: F) -> F::Output {
-        crate::global::SCOPED.scope(self.clone(), future).await
+        crate::global::scoped(self.clone(), future).await
     }
 
     pub(crate) fn counters(&self, namespace: &str) -> Arc<Counters> {
@@ -305,10 +328,11 @@ impl Cache {
         counters: &Counters,
         function: &str,
         key: &CacheKey,
+        kind: ErrorKind,
         action: &str,
         error: &Error,
     ) {
-        counters.error();
+        counters.error(kind);
         if let Some(suppressed) = self.inner.throttle.admit() {
             let backend = self.inner.backend.name();
             let namespace = key.namespace();

@@ -124,7 +124,7 @@ impl Flights {
         Clock(self.clock.load(SeqCst))
     }
 
-    fn landed(&self, key: &CacheKey) {
+    pub(crate) fn landed(&self, key: &CacheKey) {
         let mut landings = self.landings.lock().unwrap_or_else(|e| e.into_inner());
         if landings.len() >= LANDINGS {
             landings.clear();

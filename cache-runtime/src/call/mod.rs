@@ -8,20 +8,26 @@
 //! (counted as failed), a store in flight (no longer awaited by `close`).
 
 pub(crate) mod flight;
+mod outcome;
+mod refresh;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
-use self::flight::{Lead, Outcome, Turn};
+use self::flight::{Flight, Lead, Outcome, Turn};
 use crate::backend::{PutCondition, PutOutcome, ShardState, Stored, Version};
 use crate::cache::Cache;
 use crate::entry::{self, HEADER_LEN, Rejection, TypeInfo};
 use crate::error::Error;
 use crate::key::{CacheKey, KeyArgs};
-use crate::site::{self, CallSite};
-use crate::stats::Counters;
+use crate::observe::{Counters, ErrorKind, Op};
+use crate::site::{self, CallSite, SiteCounters};
+
+pub use self::outcome::CallOutcome;
+pub(crate) use self::outcome::{Mode, Request};
 
 /// How a function's return value relates to the value it caches.
 ///
@@ -74,19 +80,19 @@ impl<T> Shape<T, T> {
 }
 
 /// What the read found.
-enum Found<T> {
+pub(crate) enum Found<T> {
     /// A valid entry: the value, and the entry for waiters.
     Hit(T, Bytes),
     Miss(Observed),
 }
 
 /// What a miss saw, so the store can check nothing changed since.
-struct Observed {
-    shard: Option<ShardState>,
-    previous: Option<Version>,
+pub(crate) struct Observed {
+    pub(crate) shard: Option<ShardState>,
+    pub(crate) previous: Option<Version>,
     /// False when the read failed: the state of the entry is unknown, so the
     /// store is skipped.
-    known: bool,
+    pub(crate) known: bool,
 }
 
 impl Observed {
@@ -98,89 +104,263 @@ impl Observed {
 }
 
 /// One call's context: what every step reports its failures with.
-struct Call<'a> {
-    cache: &'a Cache,
-    counters: &'a Counters,
-    function: &'a str,
-    key: &'a CacheKey,
-    info: &'static TypeInfo,
+pub(crate) struct Call<'a> {
+    pub(crate) cache: &'a Cache,
+    pub(crate) counters: &'a Counters,
+    /// The function's id, or `(api)` for the programmatic API: for logs.
+    pub(crate) function: &'a str,
+    pub(crate) key: &'a CacheKey,
+    pub(crate) info: &'static TypeInfo,
+    /// The TTL of what this call stores.
+    pub(crate) ttl: Duration,
+}
+
+/// What a call runs with, owned, so that the call's future holds it: the
+/// cache, the namespace's counters, and the key (or why there is none).
+pub(crate) struct Prepared<C, N> {
+    pub(crate) cache: C,
+    pub(crate) counters: N,
+    /// The function's id, or `(api)` for the programmatic API: for logs.
+    pub(crate) function: &'static str,
+    /// `Err`: the call runs uncached, with this outcome.
+    pub(crate) key: Result<CacheKey, CallOutcome>,
+    pub(crate) info: &'static TypeInfo,
+    pub(crate) ttl: Duration,
+    pub(crate) request: Option<Request>,
 }
 
 impl Cache {
-    /// Runs one call of a cached function.
-    pub(crate) async fn call<T, R, F>(
+    /// Prepares one call of a cached function: finds its key, or why it
+    /// runs uncached. `request` is what [`refresh`](crate::refresh),
+    /// [`uncached`](crate::uncached) or [`with_outcome`](crate::with_outcome)
+    /// asked of it, if any.
+    pub(crate) fn prepare<T: DeserializeOwned + 'static>(
         &self,
         site: &'static CallSite,
         types: &[&'static str],
         args: KeyArgs,
-        body: F,
-        shape: Shape<T, R>,
-    ) -> R
-    where
-        T: Serialize + DeserializeOwned + 'static,
-        F: Future<Output = R>,
-    {
+        request: Option<Request>,
+    ) -> Prepared<(), SiteCounters<'static>> {
         let state = site.state();
         let counters = state.counters(self, site.namespace());
         let info = site.value_type::<T>();
-        if self.is_closed()
+        let key = if request.as_ref().is_some_and(|r| r.mode == Mode::Bypass) {
+            Err(CallOutcome::Bypassed)
+        } else if self.is_closed()
             || state.refusal().is_some()
             || site::uncacheable(info, self.inner.codec)
         {
             counters.miss();
-            return body.await;
-        }
-        let key = match args.finish() {
-            Ok(args) => site.key(&self.inner.prefix, types, &args),
-            Err(error) => {
-                counters.miss();
-                self.fail_uncached(&counters, &state.function_id, site.namespace(), &error);
-                return body.await;
+            Err(CallOutcome::Uncached)
+        } else {
+            match args.finish() {
+                Ok(args) => Ok(site.key(&self.inner.prefix, types, &args)),
+                Err(error) => {
+                    counters.miss();
+                    self.fail_uncached(&counters, &state.function_id, site.namespace(), &error);
+                    Err(CallOutcome::Uncached)
+                }
             }
         };
-        let call = Call {
-            cache: self,
-            counters: &counters,
+        Prepared {
+            cache: (),
+            counters,
             function: &state.function_id,
-            key: &key,
+            key,
             info,
-        };
+            ttl: site.ttl(self.inner.default_ttl),
+            request,
+        }
+    }
 
-        let seen = self.inner.flights.clock();
-        let observed = match call.lookup::<T>().await {
+    /// Logs a call that runs uncached because its key cannot be built.
+    pub(crate) fn fail_uncached(
+        &self,
+        counters: &Counters,
+        function: &str,
+        namespace: &str,
+        error: &Error,
+    ) {
+        counters.error(ErrorKind::Key);
+        tracing::warn!(
+            namespace,
+            function,
+            %error,
+            "cannot build the cache key; running the function uncached"
+        );
+    }
+}
+
+impl<N> Prepared<(), N> {
+    /// The same, run on `cache`.
+    pub(crate) fn on<C>(self, cache: C) -> Prepared<C, N> {
+        Prepared {
+            cache,
+            counters: self.counters,
+            function: self.function,
+            key: self.key,
+            info: self.info,
+            ttl: self.ttl,
+            request: self.request,
+        }
+    }
+}
+
+/// What a call does around its body, decided before the body runs.
+enum Plan<'f> {
+    /// Run the body, store nothing.
+    Alone(CallOutcome),
+    /// Lead a flight's round: run the body, store, publish.
+    Lead {
+        lead: Lead<'f>,
+        shard: Option<ShardState>,
+        observed: Observed,
+        outcome: CallOutcome,
+    },
+    /// A refresh: run the body, store over the entry.
+    Refresh {
+        shard: Option<ShardState>,
+        observed: Observed,
+    },
+}
+
+/// Runs one call, cached or not, and reports its outcome if asked.
+///
+/// The body is awaited in one place only: every await point of an async
+/// function keeps its own copy of what it awaits, and the body (which holds
+/// every cached call nested in it) is the largest thing a call holds.
+pub(crate) async fn execute<C, N, T, R, F>(
+    prepared: Prepared<C, N>,
+    body: F,
+    shape: Shape<T, R>,
+) -> R
+where
+    C: std::ops::Deref<Target = Cache>,
+    N: std::ops::Deref<Target = Counters>,
+    T: Serialize + DeserializeOwned + 'static,
+    F: Future<Output = R>,
+{
+    let Prepared {
+        cache,
+        counters,
+        function,
+        key,
+        info,
+        ttl,
+        request,
+    } = prepared;
+    let mode = request.as_ref().map_or(Mode::Normal, |r| r.mode);
+    let call = key.as_ref().map_err(|outcome| *outcome).map(|key| Call {
+        cache: &cache,
+        counters: &counters,
+        function,
+        key,
+        info,
+        ttl,
+    });
+    let mut flight = None;
+    let plan = match &call {
+        Err(outcome) => Plan::Alone(*outcome),
+        Ok(call) if mode == Mode::Refresh => call.plan_refresh().await,
+        Ok(call) => match call.plan(shape, &mut flight).await {
+            Ok(plan) => plan,
+            Err(done) => {
+                if let Some(request) = &request {
+                    request.report(done.1);
+                }
+                return done.0;
+            }
+        },
+    };
+    let start = counters.times_bodies().then(std::time::Instant::now);
+    let result = body.await;
+    if let Some(start) = start {
+        counters.body_ran(start.elapsed().as_secs_f64());
+    }
+    let outcome = match (plan, &call) {
+        (Plan::Alone(outcome), _) => outcome,
+        (
+            Plan::Lead {
+                lead,
+                shard,
+                observed,
+                outcome,
+            },
+            Ok(call),
+        ) => {
+            call.finish_lead(&result, shape, lead, shard, observed)
+                .await;
+            outcome
+        }
+        (Plan::Refresh { shard, observed }, Ok(call)) => {
+            call.finish_refresh(&result, shape, shard, observed).await
+        }
+        (_, Err(outcome)) => *outcome,
+    };
+    if let Some(request) = &request {
+        request.report(outcome);
+    }
+    result
+}
+
+impl Call<'_> {
+    /// The cache-aside path up to the body: look up; on a miss, join the
+    /// key's flight. `Err` carries a call's result when the body need not
+    /// run (a hit, a value handed over).
+    async fn plan<'f, T, R>(
+        &self,
+        shape: Shape<T, R>,
+        flight: &'f mut Option<Arc<Flight>>,
+    ) -> Result<Plan<'f>, (R, CallOutcome)>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+    {
+        let cache = self.cache;
+        let counters = self.counters;
+        let seen = cache.inner.flights.clock();
+        let observed = match self.lookup::<T>().await {
             Found::Hit(value, _) => {
                 counters.hit();
-                return (shape.wrap)(value);
+                return Err(((shape.wrap)(value), CallOutcome::Hit));
             }
             Found::Miss(observed) => observed,
         };
         counters.miss();
 
-        let (flight, ticket) = self.inner.flights.join(&key);
+        let (joined, ticket) = cache.inner.flights.join(self.key);
+        let flight: &'f Flight = flight.insert(joined);
         let mut lead = match flight.enter(ticket).await {
             Turn::Lead(lead) => lead,
             Turn::Follow(Outcome::Value(entry)) => {
-                return match entry::open_shared(&entry, self.inner.codec, info.fingerprint) {
-                    Ok(value) => (shape.wrap)(value),
+                return match entry::open_shared(&entry, cache.inner.codec, self.info.fingerprint) {
+                    Ok(value) => {
+                        counters.coalesced();
+                        Err(((shape.wrap)(value), CallOutcome::Coalesced))
+                    }
                     Err(rejection) => {
-                        call.reject(rejection);
-                        body.await
+                        self.reject(rejection);
+                        Ok(Plan::Alone(CallOutcome::Miss))
                     }
                 };
             }
             Turn::Follow(Outcome::Empty) => match shape.empty {
-                Some(empty) => return empty(),
-                None => return body.await,
+                Some(empty) => {
+                    counters.coalesced();
+                    return Err((empty(), CallOutcome::Coalesced));
+                }
+                None => return Ok(Plan::Alone(CallOutcome::Miss)),
             },
-            Turn::Follow(Outcome::Unshared | Outcome::RunAlone) => return body.await,
+            Turn::Follow(Outcome::Unshared | Outcome::RunAlone) => {
+                return Ok(Plan::Alone(CallOutcome::Miss));
+            }
         };
 
         // A later round reads again: another process may have stored by now.
         let observed = if lead.must_look_up(seen) {
-            match call.lookup::<T>().await {
+            match self.lookup::<T>().await {
                 Found::Hit(value, entry) => {
                     lead.finish(Outcome::Value(entry), false);
-                    return (shape.wrap)(value);
+                    return Err(((shape.wrap)(value), CallOutcome::Hit));
                 }
                 Found::Miss(observed) => observed,
             }
@@ -190,39 +370,46 @@ impl Cache {
         if !observed.known {
             lead.read_failed();
         }
-        let shard = call.shard_for(&observed).await;
-        let result = body.await;
-        let (outcome, stored) = match (shape.cacheable)(&result) {
-            Some(value) => {
-                let ttl = site.ttl(self.inner.default_ttl);
-                call.store(value, ttl, shard, observed, &mut lead).await
-            }
+        let outcome = if observed.known {
+            CallOutcome::Miss
+        } else {
+            CallOutcome::Uncached
+        };
+        let shard = self.shard_for(&observed).await;
+        Ok(Plan::Lead {
+            lead,
+            shard,
+            observed,
+            outcome,
+        })
+    }
+
+    /// A round's end: store the body's result if it is cacheable, and
+    /// publish what the waiters get.
+    async fn finish_lead<T, R>(
+        &self,
+        result: &R,
+        shape: Shape<T, R>,
+        mut lead: Lead<'_>,
+        shard: Option<ShardState>,
+        observed: Observed,
+    ) where
+        T: Serialize + DeserializeOwned + 'static,
+    {
+        let (outcome, stored) = match (shape.cacheable)(result) {
+            Some(value) => self.store(value, shard, observed, Some(&mut lead)).await,
             None if shape.empty.is_some() => (Outcome::Empty, false),
             None => (Outcome::Unshared, false),
         };
         lead.finish(outcome, stored);
-        result
     }
 
-    /// Logs a call that runs uncached because its key cannot be built.
-    fn fail_uncached(&self, counters: &Counters, function: &str, namespace: &str, error: &Error) {
-        counters.error();
-        tracing::warn!(
-            namespace,
-            function,
-            %error,
-            "cannot encode the key arguments; running the function uncached"
-        );
-    }
-}
-
-impl Call<'_> {
-    fn fail(&self, action: &str, error: &Error) {
+    pub(crate) fn fail(&self, kind: ErrorKind, action: &str, error: &Error) {
         self.cache
-            .fail(self.counters, self.function, self.key, action, error);
+            .fail(self.counters, self.function, self.key, kind, action, error);
     }
 
-    fn reject(&self, rejection: Rejection) {
+    pub(crate) fn reject(&self, rejection: Rejection) {
         match rejection {
             Rejection::Stale => {}
             Rejection::Foreign => tracing::debug!(
@@ -230,25 +417,35 @@ impl Call<'_> {
                 function = self.function,
                 "entry written by another type, schema or codec; recomputing"
             ),
-            Rejection::Broken(error) => self.fail("decode", &error),
+            Rejection::Broken(error) => self.fail(ErrorKind::Decode, "decode", &error),
         }
     }
 
+    /// Looks the key up; a failed read is logged and counted, and is a miss
+    /// whose state is unknown.
     async fn lookup<T: DeserializeOwned>(&self) -> Found<T> {
-        let cache = self.cache;
-        let lookup = match cache.guarded(cache.inner.backend.get(self.key)).await {
-            Ok(lookup) => lookup,
+        match self.read().await {
+            Ok(found) => found,
             Err(error) => {
-                self.fail("read", &error);
-                return Found::Miss(Observed::UNKNOWN);
+                self.fail(ErrorKind::Read, "read", &error);
+                Found::Miss(Observed::UNKNOWN)
             }
-        };
+        }
+    }
+
+    /// Reads the key: a valid entry is a hit; a stale, foreign or broken one
+    /// a miss (logged as [`reject`](Self::reject) says).
+    pub(crate) async fn read<T: DeserializeOwned>(&self) -> Result<Found<T>, Error> {
+        let cache = self.cache;
+        let lookup = cache
+            .guarded(Op::Get, cache.inner.backend.get(self.key))
+            .await?;
         let Some(stored) = lookup.entry else {
-            return Found::Miss(Observed {
+            return Ok(Found::Miss(Observed {
                 shard: lookup.shard,
                 previous: None,
                 known: true,
-            });
+            }));
         };
         let generation = lookup.shard.map(|s| s.generation);
         match entry::open(
@@ -257,21 +454,21 @@ impl Call<'_> {
             self.info.fingerprint,
             generation,
         ) {
-            Ok(value) => Found::Hit(value, stored.bytes),
+            Ok(value) => Ok(Found::Hit(value, stored.bytes)),
             Err(rejection) => {
                 self.reject(rejection);
-                Found::Miss(Observed {
+                Ok(Found::Miss(Observed {
                     shard: lookup.shard,
                     previous: Some(stored.version),
                     known: true,
-                })
+                }))
             }
         }
     }
 
     /// The shard state the body's value will be stored under; `None` if it
     /// cannot be known, in which case nothing is stored.
-    async fn shard_for(&self, observed: &Observed) -> Option<ShardState> {
+    pub(crate) async fn shard_for(&self, observed: &Observed) -> Option<ShardState> {
         if !observed.known {
             return None;
         }
@@ -282,12 +479,12 @@ impl Call<'_> {
         // created after could postdate an invalidation the body missed.
         let cache = self.cache;
         match cache
-            .guarded(cache.inner.backend.shard(self.key.shard()))
+            .guarded(Op::Shard, cache.inner.backend.shard(self.key.shard()))
             .await
         {
             Ok(shard) => Some(shard),
             Err(error) => {
-                self.fail("shard state read", &error);
+                self.fail(ErrorKind::Read, "shard state read", &error);
                 None
             }
         }
@@ -295,27 +492,16 @@ impl Call<'_> {
 
     /// Encodes and stores the body's value; returns what the round's waiters
     /// get, and whether the store succeeded.
-    async fn store<T: Serialize + DeserializeOwned>(
+    pub(crate) async fn store<T: Serialize + DeserializeOwned>(
         &self,
         value: &T,
-        ttl: Duration,
         shard: Option<ShardState>,
         observed: Observed,
-        lead: &mut Lead<'_>,
+        lead: Option<&mut Lead<'_>>,
     ) -> (Outcome, bool) {
-        let cache = self.cache;
-        let codec = cache.inner.codec;
-        let generation = shard.map_or(crate::backend::Generation(0), |s| s.generation);
-        let entry = match entry::seal(codec, self.info.fingerprint, generation, ttl, value) {
-            Ok(entry) => entry,
-            Err(error) => {
-                self.fail("encode", &error);
-                return (Outcome::RunAlone, false);
-            }
-        };
-        if self.info.round_trips(codec).is_none() && !self.check_round_trip::<T>(&entry) {
+        let Ok(entry) = self.seal(value, shard) else {
             return (Outcome::RunAlone, false);
-        }
+        };
         let Some(shard) = shard else {
             // The backend is unreachable: share the value in process only.
             return (Outcome::Value(entry), false);
@@ -324,17 +510,80 @@ impl Call<'_> {
             shard,
             previous: observed.previous,
         };
+        let stored = matches!(self.put(&entry, &condition, lead).await, Ok(true));
+        (Outcome::Value(entry), stored)
+    }
+
+    /// Encodes a value into an entry of `shard`'s generation, checking once
+    /// per type that the codec can read it back. Failures are logged and
+    /// counted.
+    pub(crate) fn seal<T: Serialize + DeserializeOwned>(
+        &self,
+        value: &T,
+        shard: Option<ShardState>,
+    ) -> Result<Bytes, Error> {
+        let codec = self.cache.inner.codec;
+        let generation = shard.map_or(crate::backend::Generation(0), |s| s.generation);
+        let entry = match entry::seal(codec, self.info.fingerprint, generation, self.ttl, value) {
+            Ok(entry) => entry,
+            Err(error) => {
+                self.fail(ErrorKind::Encode, "encode", &error);
+                return Err(error);
+            }
+        };
+        let round_trips = match self.info.round_trips(codec) {
+            Some(known) => known,
+            None => self.check_round_trip::<T>(&entry),
+        };
+        if !round_trips {
+            return Err(Error::Encode {
+                what: "value",
+                codec: codec.name(),
+                message: format!(
+                    "values of type `{}` cannot be read back with this codec",
+                    std::any::type_name::<T>()
+                ),
+            });
+        }
+        Ok(entry)
+    }
+
+    /// Stores a sealed entry if `condition` holds. `Ok(true)`: stored;
+    /// `Ok(false)`: refused (an invalidation, or another writer, came
+    /// first); `Err`: the backend failed (logged and counted).
+    pub(crate) async fn put(
+        &self,
+        entry: &Bytes,
+        condition: &PutCondition,
+        lead: Option<&mut Lead<'_>>,
+    ) -> Result<bool, Error> {
+        Ok(self.try_put(entry, condition, lead).await? == PutOutcome::Stored)
+    }
+
+    /// [`put`](Self::put), with what the backend said.
+    pub(crate) async fn try_put(
+        &self,
+        entry: &Bytes,
+        condition: &PutCondition,
+        lead: Option<&mut Lead<'_>>,
+    ) -> Result<PutOutcome, Error> {
+        let cache = self.cache;
         let stored = Stored {
             version: Version::random(),
             bytes: entry.clone(),
         };
         let _write = cache.write_started();
-        lead.store_starts();
-        let put = cache.inner.backend.put(self.key, stored, ttl, &condition);
-        match cache.guarded(put).await {
-            Ok(PutOutcome::Stored) => (Outcome::Value(entry), true),
+        if let Some(lead) = lead {
+            lead.store_starts();
+        }
+        let put = cache
+            .inner
+            .backend
+            .put(self.key, stored, self.ttl, condition);
+        match cache.guarded(Op::Put, put).await {
+            Ok(PutOutcome::Stored) => Ok(PutOutcome::Stored),
             Ok(PutOutcome::StoredOverForeign) => {
-                self.counters.error();
+                self.counters.error(ErrorKind::Write);
                 tracing::warn!(
                     backend = cache.inner.backend.name(),
                     namespace = self.key.namespace(),
@@ -342,14 +591,17 @@ impl Call<'_> {
                     "the entry's key held a value that was not an entry (another type of \
                      key, written by another program); replaced it"
                 );
-                (Outcome::Value(entry), true)
+                Ok(PutOutcome::Stored)
             }
             // An invalidation ran while the body did, or another process
             // stored first: only waiters of a later round may take it.
-            Ok(_) => (Outcome::Value(entry), false),
+            Ok(refused) => {
+                self.counters.refused();
+                Ok(refused)
+            }
             Err(error) => {
-                self.fail("write", &error);
-                (Outcome::Value(entry), false)
+                self.fail(ErrorKind::Write, "write", &error);
+                Err(error)
             }
         }
     }
@@ -367,7 +619,7 @@ impl Call<'_> {
             }
             Err(error) => {
                 if self.info.record_round_trip(codec, false) {
-                    self.counters.error();
+                    self.counters.error(ErrorKind::Decode);
                     tracing::error!(
                         value_type = std::any::type_name::<T>(),
                         codec = codec.name(),

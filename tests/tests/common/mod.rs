@@ -217,6 +217,15 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// A closed gate, for a `static`.
+    pub const fn new_const() -> Gate {
+        Gate {
+            reached: std::sync::atomic::AtomicU32::new(0),
+            is_open: AtomicBool::new(false),
+            opened: tokio::sync::Notify::const_new(),
+        }
+    }
+
     pub async fn pass(&self) {
         let opened = self.opened.notified();
         self.reached.fetch_add(1, Ordering::SeqCst);

@@ -1,0 +1,109 @@
+//! What a call did ([`CallOutcome`]), and what [`refresh`](crate::refresh),
+//! [`uncached`](crate::uncached) and [`with_outcome`](crate::with_outcome)
+//! ask of the call they wrap ([`Request`]).
+//!
+//! The request rides on the task (see [`crate::global`]): the first cached
+//! call that starts under it takes it, so calls nested in its body run as
+//! usual. A plain call pays nothing for this beyond the task-local lookup
+//! it makes anyway to find its cache.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// What one call did, as [`with_outcome`](crate::with_outcome) and
+/// [`Cache::get_or_insert_with_outcome`](crate::Cache::get_or_insert_with_outcome)
+/// report it.
+///
+/// More outcomes may come with new features (a near-tier hit, a stale
+/// value served): match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CallOutcome {
+    /// Served from the cache; the body did not run.
+    Hit,
+    /// Handed the value of a concurrent call of the same key, which ran the
+    /// body for both (single-flight); the body did not run for this call.
+    Coalesced,
+    /// Not in the cache: the body ran, and its value was stored if it is
+    /// cacheable (and no invalidation or other writer came first).
+    Miss,
+    /// A [`refresh`](crate::refresh): the body ran and its value replaced
+    /// the entry (unless an invalidation ran while it did).
+    Refreshed,
+    /// An [`uncached`](crate::uncached) call: the body ran; the cache was
+    /// neither read nor written.
+    Bypassed,
+    /// The cache could not take part (its backend failed or its circuit is
+    /// open, it was closed, the key or value cannot be encoded, or the
+    /// function is refused caching): the body ran uncached.
+    Uncached,
+}
+
+impl CallOutcome {
+    /// A short lower-case name (`hit`, `coalesced`, `miss`, `refreshed`,
+    /// `bypassed`, `uncached`): for headers, logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Hit => "hit",
+            CallOutcome::Coalesced => "coalesced",
+            CallOutcome::Miss => "miss",
+            CallOutcome::Refreshed => "refreshed",
+            CallOutcome::Bypassed => "bypassed",
+            CallOutcome::Uncached => "uncached",
+        }
+    }
+
+    /// Whether the body ran for this call.
+    pub fn ran_body(self) -> bool {
+        !matches!(self, CallOutcome::Hit | CallOutcome::Coalesced)
+    }
+}
+
+impl std::fmt::Display for CallOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a call uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Cache-aside: look up, run the body on a miss, store.
+    Normal,
+    /// Run the body and store its value whatever the entry holds.
+    Refresh,
+    /// Run the body; leave the cache alone.
+    Bypass,
+}
+
+/// What a companion asks of the call it wraps.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) mode: Mode,
+    /// Where to leave the call's outcome, if the caller wants it.
+    report: Option<Arc<Mutex<Option<CallOutcome>>>>,
+}
+
+impl Request {
+    pub(crate) fn new(mode: Mode) -> Request {
+        Request { mode, report: None }
+    }
+
+    /// A request that reports the outcome into the returned slot.
+    pub(crate) fn reporting(mode: Mode) -> (Request, Arc<Mutex<Option<CallOutcome>>>) {
+        let slot = Arc::new(Mutex::new(None));
+        let request = Request {
+            mode,
+            report: Some(Arc::clone(&slot)),
+        };
+        (request, slot)
+    }
+
+    pub(crate) fn report(&self, outcome: CallOutcome) {
+        if let Some(slot) = &self.report {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        }
+    }
+}
