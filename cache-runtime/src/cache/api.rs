@@ -239,6 +239,7 @@ impl Cache {
             info,
             ttl,
             request: Some(request),
+            span: crate::call::span(namespace, FUNCTION),
         };
         let result = execute(prepared, compute, shape).await;
         let outcome = slot

@@ -33,7 +33,8 @@ pub struct CacheBuilder {
     /// `None`: follow the Redis backoff, or the defaults.
     circuit: Option<CircuitConfig>,
     log_keys: bool,
-    slow_threshold: Option<Duration>,
+    /// `None`: the default for the backend (see `slow_threshold`).
+    slow_threshold: Option<Option<Duration>>,
     metrics: bool,
 }
 
@@ -51,7 +52,7 @@ impl Default for CacheBuilder {
             codec: CodecKind::default(),
             circuit: None,
             log_keys: false,
-            slow_threshold: Some(DEFAULT_SLOW_THRESHOLD),
+            slow_threshold: None,
             metrics: cfg!(feature = "metrics"),
         }
     }
@@ -146,10 +147,10 @@ impl CacheBuilder {
             self.log_keys = log_keys;
         }
         match std::env::var("CACHE_SLOW_THRESHOLD").ok().as_deref() {
-            Some("off") => self.slow_threshold = None,
+            Some("off") => self.slow_threshold = Some(None),
             _ => {
                 if let Some(slow) = config::duration_var("CACHE_SLOW_THRESHOLD")? {
-                    self.slow_threshold = Some(slow);
+                    self.slow_threshold = Some(Some(slow));
                 }
             }
         }
@@ -188,11 +189,13 @@ impl CacheBuilder {
 
     /// Logs backend operations that take at least this long at `warn`
     /// (rate-limited: one line per 10 s, with the count of those held
-    /// back); `None` turns the warning off. Default
-    /// [`DEFAULT_SLOW_THRESHOLD`] (100 ms). `CACHE_SLOW_THRESHOLD` (`250ms`,
-    /// or `off`).
+    /// back); `None` turns the warning off. Default: [`DEFAULT_SLOW_THRESHOLD`]
+    /// (100 ms) for Redis, off for the in-memory backend and backends given
+    /// with [`backend`](Self::backend) (timing costs two clock reads per
+    /// operation; set it to have them timed). `CACHE_SLOW_THRESHOLD`
+    /// (`250ms`, or `off`).
     pub fn slow_threshold(mut self, threshold: Option<Duration>) -> Self {
-        self.slow_threshold = threshold;
+        self.slow_threshold = Some(threshold);
         self
     }
 
@@ -267,6 +270,16 @@ impl CacheBuilder {
                 "invalid circuit breaker settings {circuit:?}: the threshold and base must be positive and the cap at least the base"
             )));
         }
+        let networked = self.backend.is_none() && {
+            #[cfg(feature = "redis")]
+            let redis = self.redis.is_some();
+            #[cfg(not(feature = "redis"))]
+            let redis = false;
+            redis
+        };
+        let slow_threshold = self
+            .slow_threshold
+            .unwrap_or(networked.then_some(DEFAULT_SLOW_THRESHOLD));
         let backend: Arc<dyn Backend> = match self.backend {
             Some(backend) => backend,
             #[cfg(feature = "redis")]
@@ -294,7 +307,7 @@ impl CacheBuilder {
                 stats: Registry::new(metrics),
                 log_keys: self.log_keys,
                 throttle: Throttle::new(WARN_PERIOD),
-                timing: Timing::new(backend_name, self.slow_threshold, metrics, WARN_PERIOD),
+                timing: Timing::new(backend_name, slow_threshold, metrics, WARN_PERIOD),
                 circuit_config: circuit,
                 circuit: Circuit::new(circuit),
                 closed: AtomicBool::new(false),

@@ -164,7 +164,7 @@ impl Cache {
         let start = Instant::now();
         let healthy = !self.is_closed() && {
             let permit = self.inner.circuit.bypass();
-            let result = self.bounded(Op::Ping, self.inner.backend.ping()).await;
+            let result = self.timed(Op::Ping, self.inner.backend.ping()).await;
             self.report(permit, result.is_ok());
             result.is_ok()
         };
@@ -223,18 +223,18 @@ impl Cache {
                 backend: self.inner.backend.name(),
             });
         };
-        let result = self.bounded(kind, op).await;
+        let result = if self.inner.timing.on() {
+            self.timed(kind, op).await
+        } else {
+            self.contained(op).await
+        };
         self.report(permit, result.is_ok());
         result
     }
 
-    /// Bounds an operation by the backend's operation timeout (inside a
-    /// Tokio runtime), turns a panic in it into an error, and times it if
-    /// the metrics or the slow-operation warning want it.
-    async fn bounded<T>(&self, kind: Op, op: impl Future<Output = Result<T>>) -> Result<T> {
-        if !self.inner.timing.on() {
-            return self.contained(op).await;
-        }
+    /// [`contained`](Self::contained), timed for the metrics and the
+    /// slow-operation warning.
+    async fn timed<T>(&self, kind: Op, op: impl Future<Output = Result<T>>) -> Result<T> {
         let start = Instant::now();
         let result = self.contained(op).await;
         self.inner
@@ -243,6 +243,8 @@ impl Cache {
         result
     }
 
+    /// Bounds an operation by the backend's operation timeout (inside a
+    /// Tokio runtime) and turns a panic in it into an error.
     async fn contained<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
         let backend = self.inner.backend.name();
         let limit = self

@@ -127,6 +127,23 @@ pub(crate) struct Prepared<C, N> {
     pub(crate) info: &'static TypeInfo,
     pub(crate) ttl: Duration,
     pub(crate) request: Option<Request>,
+    /// The call's span, whose `outcome` the call records.
+    pub(crate) span: tracing::Span,
+}
+
+/// The span of one call, at `debug`: `cache_call{namespace, function,
+/// outcome}`, from the call's start to its end. The body runs inside it
+/// (its own spans and events are the call's children); the cache's own
+/// steps do not enter it, which would cost every hit a move of the call's
+/// future. Without a subscriber that wants it, it costs a relaxed atomic
+/// load (and nothing is recorded).
+pub(crate) fn span(namespace: &str, function: &str) -> tracing::Span {
+    tracing::debug_span!(
+        "cache_call",
+        namespace,
+        function,
+        outcome = tracing::field::Empty
+    )
 }
 
 impl Cache {
@@ -170,6 +187,7 @@ impl Cache {
             info,
             ttl: site.ttl(self.inner.default_ttl),
             request,
+            span: span(site.namespace(), &state.function_id),
         }
     }
 
@@ -202,6 +220,7 @@ impl<N> Prepared<(), N> {
             info: self.info,
             ttl: self.ttl,
             request: self.request,
+            span: self.span,
         }
     }
 }
@@ -248,6 +267,7 @@ where
         info,
         ttl,
         request,
+        span,
     } = prepared;
     let mode = request.as_ref().map_or(Mode::Normal, |r| r.mode);
     let call = key.as_ref().map_err(|outcome| *outcome).map(|key| Call {
@@ -265,6 +285,9 @@ where
         Ok(call) => match call.plan(shape, &mut flight).await {
             Ok(plan) => plan,
             Err(done) => {
+                if !span.is_disabled() {
+                    span.record("outcome", done.1.as_str());
+                }
                 if let Some(request) = &request {
                     request.report(done.1);
                 }
@@ -273,7 +296,7 @@ where
         },
     };
     let start = counters.times_bodies().then(std::time::Instant::now);
-    let result = body.await;
+    let result = tracing::Instrument::instrument(body, span.clone()).await;
     if let Some(start) = start {
         counters.body_ran(start.elapsed().as_secs_f64());
     }
@@ -297,6 +320,9 @@ where
         }
         (_, Err(outcome)) => *outcome,
     };
+    if !span.is_disabled() {
+        span.record("outcome", outcome.as_str());
+    }
     if let Some(request) = &request {
         request.report(outcome);
     }

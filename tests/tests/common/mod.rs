@@ -48,6 +48,8 @@ pub enum Mode {
     Fail,
     /// Never answers until the mode changes (a frozen server).
     Hang,
+    /// Answers after this long (a slow server).
+    Delay(Duration),
 }
 
 /// A backend over a shared inner one (several `Faulty` over one inner
@@ -136,6 +138,10 @@ impl Faulty {
                 Mode::Pass => return Ok(()),
                 Mode::Fail => return Err(Error::backend("faulty", "connection refused (test)")),
                 Mode::Hang => changed.await,
+                Mode::Delay(delay) => {
+                    tokio::time::sleep(delay).await;
+                    return Ok(());
+                }
             }
         }
     }
