@@ -2,10 +2,12 @@
 //! binary runs as a child process against a private `redis-server` and a
 //! SQLite file, and the tests drive it over real HTTP.
 //!
-//! A hit is seen from outside in two ways: the `x-cache` header (`hit` when
-//! the request ran no database query) and `/stats`, whose cache hit counter
-//! goes up while the process's database query count stays put.
+//! A hit is seen from outside in three ways: the `x-cache` header (what the
+//! cache did for the request, as `cache_runtime::with_outcome` reports it),
+//! `/stats`, whose cache hit counter goes up while the process's database
+//! query count stays put, and the Prometheus metrics of `/metrics`.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -56,10 +58,29 @@ struct Counts {
     db_queries: u64,
 }
 
+/// One sample of a Prometheus text exposition: `name{labels} value`.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
 impl Service {
     /// Starts an instance on a free port with Redis at `redis_url` and the
     /// database file `db`, and waits until it says where it listens.
     fn start(name: &'static str, redis_url: &str, db: &Path) -> Service {
+        Service::start_with_env(name, redis_url, db, &[])
+    }
+
+    /// [`start`](Self::start), with `env` set last (so it overrides the
+    /// defaults set here).
+    fn start_with_env(
+        name: &'static str,
+        redis_url: &str,
+        db: &Path,
+        env: &[(&str, &str)],
+    ) -> Service {
         let log = db.with_file_name(format!("{name}.log"));
         let log_file = std::fs::File::create(&log).expect("the service's log file can be created");
         let mut command = Command::new(env!("CARGO_BIN_EXE_web_service"));
@@ -81,6 +102,7 @@ impl Service {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
@@ -172,6 +194,43 @@ impl Service {
             invalidation,
             body,
         }
+    }
+
+    /// GETs `path` and returns the status, the content type and the body as
+    /// text, for answers that are not JSON.
+    async fn get_text(&self, path: &str) -> (u16, Option<String>, String) {
+        let name = self.name;
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: GET {path} got no answer: {e}"));
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: GET {path}: the body did not arrive: {e}"));
+        (status, content_type, text)
+    }
+
+    /// Scrapes `/metrics`, asserting a 200 in Prometheus's text format.
+    async fn scrape(&self) -> Vec<Sample> {
+        let (status, content_type, text) = self.get_text("/metrics").await;
+        assert_eq!(status, 200, "{}: GET /metrics: {text}", self.name);
+        assert_eq!(
+            content_type.as_deref(),
+            Some("text/plain; version=0.0.4"),
+            "{}: GET /metrics should answer Prometheus's text format",
+            self.name
+        );
+        parse_exposition(&text)
+            .unwrap_or_else(|e| panic!("{}: GET /metrics: {e}:\n{text}", self.name))
     }
 
     /// The hit counter of one namespace, and the database queries.
@@ -290,6 +349,93 @@ async fn eventually<F: AsyncFnMut() -> bool>(timeout: Duration, what: &str, mut 
         assert!(Instant::now() < deadline, "{what} within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The samples of a Prometheus text exposition (comments and blank lines
+/// skipped); `Err` on a line that is not `name{labels} value [timestamp]`.
+fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
+    let mut samples = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |why: &str| format!("{why} in the line {line:?}");
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .ok_or_else(|| bad("no value"))?;
+        let (name, rest) = line.split_at(name_end);
+        let (labels, rest) = match rest.strip_prefix('{') {
+            Some(list) => parse_labels(list).map_err(&bad)?,
+            None => (BTreeMap::new(), rest),
+        };
+        // The value, then an optional timestamp.
+        let value = rest
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| bad("no value"))?;
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            number => number
+                .parse()
+                .map_err(|e| bad(&format!("a bad value ({e})")))?,
+        };
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    Ok(samples)
+}
+
+/// The labels of a sample, from just after its `{`; and what follows the
+/// `}`. Values are quoted, with `\\`, `\"` and `\n` escapes.
+fn parse_labels(list: &str) -> Result<(BTreeMap<String, String>, &str), &'static str> {
+    let mut labels = BTreeMap::new();
+    let mut rest = list;
+    loop {
+        rest = rest.trim_start_matches([',', ' ']);
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let (key, quoted) = rest
+            .split_once("=\"")
+            .ok_or("a label without a quoted value")?;
+        let mut value = String::new();
+        let mut chars = quoted.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break i + 1,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => return Err("an unterminated label value"),
+                },
+                Some((_, c)) => value.push(c),
+                None => return Err("an unterminated label value"),
+            }
+        };
+        labels.insert(key.trim().to_owned(), value);
+        rest = &quoted[end..];
+    }
+}
+
+/// The value of the sample `name` whose labels are exactly `labels` (in any
+/// order); panics, showing every sample of that name, if there is none.
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let wanted: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    samples
+        .iter()
+        .find(|s| s.name == name && s.labels == wanted)
+        .map(|s| s.value)
+        .unwrap_or_else(|| {
+            let same_name: Vec<&Sample> = samples.iter().filter(|s| s.name == name).collect();
+            panic!("no sample {name}{wanted:?} in /metrics; the samples of {name}: {same_name:#?}")
+        })
 }
 
 fn user(id: i64, name: &str, email: &str) -> Value {
@@ -427,6 +573,74 @@ async fn second_read_is_a_hit_and_a_write_invalidates_it() {
     service.terminate_cleanly().await;
 }
 
+/// `/metrics` counts what the `x-cache` headers said, in Prometheus's text
+/// format, with the histograms as histograms (buckets), not summaries.
+#[tokio::test]
+async fn metrics_count_the_miss_and_the_hit() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // This test is not about outages: a generous response timeout, so that
+    // a slow machine cannot turn the miss below into `uncached` (which
+    // would then make the second read a miss too).
+    let service = Service::start_with_env(
+        "service",
+        &redis.url(),
+        &dir.path().join("users.db"),
+        &[("CACHE_RESPONSE_TIMEOUT", "5s")],
+    );
+
+    let first = service.get_ok("/users/1").await;
+    assert_eq!(first.cache(), "miss", "first read: {first:?}");
+    let second = service.get_ok("/users/1").await;
+    assert_eq!(second.cache(), "hit", "second read: {second:?}");
+
+    let samples = service.scrape().await;
+    let users = [("namespace", "users")];
+    assert_eq!(sample(&samples, "cache_hits_total", &users), 1.0);
+    assert_eq!(sample(&samples, "cache_misses_total", &users), 1.0);
+    assert_eq!(sample(&samples, "cache_coalesced_total", &users), 0.0);
+    assert_eq!(sample(&samples, "cache_stores_refused_total", &users), 0.0);
+    for kind in ["read", "write", "decode", "encode", "key"] {
+        assert_eq!(
+            sample(
+                &samples,
+                "cache_errors_total",
+                &[("namespace", "users"), ("kind", kind)]
+            ),
+            0.0,
+            "cache_errors_total of kind {kind}"
+        );
+    }
+    // One body ran, the miss's: `_bucket` series exist only because the
+    // service configures buckets (a summary has `quantile` lines instead).
+    assert_eq!(
+        sample(&samples, "cache_body_duration_seconds_count", &users),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "cache_body_duration_seconds_bucket",
+            &[("namespace", "users"), ("le", "+Inf")]
+        ),
+        1.0
+    );
+    // Both reads looked the key up in Redis, and the miss stored it.
+    for op in ["get", "put"] {
+        let count = sample(
+            &samples,
+            "cache_backend_duration_seconds_bucket",
+            &[("backend", "redis"), ("op", op), ("le", "+Inf")],
+        );
+        assert!(count >= 1.0, "no Redis {op} was timed: {count}");
+    }
+    // The metrics agree with /stats.
+    let counts = service.counts("users").await;
+    assert_eq!(counts.hits, 1, "/stats: {counts:?}");
+
+    service.terminate_cleanly().await;
+}
+
 #[tokio::test]
 async fn two_instances_share_entries_and_invalidations() {
     let redis = RedisServer::start();
@@ -486,10 +700,11 @@ async fn two_instances_share_entries_and_invalidations() {
     one.get_ok("/users").await;
     let listed = two.get_ok("/users").await;
     let next = ids(&listed.body).into_iter().max().unwrap_or(0) + 1;
-    for _ in 0..2 {
+    for expected in ["miss", "hit"] {
         let missing = two.get(&format!("/users/{next}")).await;
         assert_eq!(
-            missing.status, 404,
+            (missing.status, missing.cache()),
+            (404, expected),
             "user {next} before it exists: {missing:?}"
         );
     }
@@ -553,6 +768,11 @@ async fn redis_outage_fails_open_and_recovers() {
         read.body,
         user(1, "Ada Lovelace", "ada@example.com"),
         "the read during the outage"
+    );
+    assert_eq!(
+        read.cache(),
+        "uncached",
+        "the read during the outage ran without the cache: {read:?}"
     );
     let health = service.get("/health").await;
     assert_eq!(health.status, 503, "health with Redis down: {health:?}");

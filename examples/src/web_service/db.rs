@@ -1,7 +1,7 @@
 //! The database: one SQLite connection shared by the whole process, every
 //! query run on Tokio's blocking pool so that SQLite never stalls the async
-//! workers, and counters of the queries run, so that `/stats` and the
-//! `x-cache` header can tell a cache hit (no query) from a miss.
+//! workers, and a counter of the queries run, which `/stats` reports: a cache
+//! hit leaves it where it was.
 
 use std::fmt;
 use std::path::Path;
@@ -54,7 +54,7 @@ impl From<rusqlite::Error> for DbError {
 }
 
 /// A handle on the database. Cheap to clone; clones share the connection and
-/// the process-wide query counter.
+/// the query counter.
 #[derive(Clone)]
 pub struct Db {
     // One connection behind a mutex rather than a pool: SQLite admits one
@@ -62,9 +62,6 @@ pub struct Db {
     // that hold the lock for microseconds.
     conn: Arc<Mutex<Connection>>,
     process_queries: Arc<AtomicU64>,
-    // Per handle made by `tracked`, so that a request can tell whether the
-    // cached function it called ran its body.
-    tracked_queries: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Db {
@@ -107,24 +104,7 @@ impl Db {
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
             process_queries: Arc::default(),
-            tracked_queries: Arc::default(),
         })
-    }
-
-    /// A handle on the same database that also counts its own queries
-    /// (see [`tracked_queries`](Self::tracked_queries)): one per request.
-    pub fn tracked(&self) -> Db {
-        Db {
-            conn: Arc::clone(&self.conn),
-            process_queries: Arc::clone(&self.process_queries),
-            tracked_queries: Arc::default(),
-        }
-    }
-
-    /// Queries run through this handle (and its clones) since
-    /// [`tracked`](Self::tracked) made it.
-    pub fn tracked_queries(&self) -> u64 {
-        self.tracked_queries.load(Ordering::Relaxed)
     }
 
     /// Queries run by this process since it started (startup excluded).
@@ -187,7 +167,6 @@ impl Db {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         self.process_queries.fetch_add(1, Ordering::Relaxed);
-        self.tracked_queries.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
             // A panic while the lock was held cannot leave the connection

@@ -19,12 +19,17 @@ pub enum AppError {
     BadRequest(String),
     /// 500: the service failed. The details are logged, not sent.
     Internal(String),
+    /// 503: a part of the service is not available (the message says which,
+    /// and is sent).
+    Unavailable(String),
 }
 
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AppError::NotFound(message) | AppError::BadRequest(message) => f.write_str(message),
+            AppError::NotFound(message)
+            | AppError::BadRequest(message)
+            | AppError::Unavailable(message) => f.write_str(message),
             AppError::Internal(message) => write!(f, "internal error: {message}"),
         }
     }
@@ -62,6 +67,7 @@ impl IntoResponse for AppError {
         let (status, message) = match self {
             AppError::NotFound(message) => (StatusCode::NOT_FOUND, message),
             AppError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            AppError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             AppError::Internal(message) => {
                 tracing::error!(error = %message, "request failed");
                 (

@@ -7,10 +7,11 @@
 //! cargo run -p cache-examples --example web_service
 //! REDIS_URL=redis://127.0.0.1:6379/0 DATABASE_PATH=/tmp/users.db \
 //!     cargo run -p cache-examples --example web_service
-//! curl localhost:3000/users/1            # twice: the second is a hit (x-cache: hit)
+//! curl -i localhost:3000/users/1         # twice: x-cache: miss, then x-cache: hit
 //! curl -X PUT localhost:3000/users/1 -H 'content-type: application/json' \
 //!     -d '{"name": "Ada King", "email": "ada@example.com"}'
 //! curl localhost:3000/health localhost:3000/stats
+//! curl localhost:3000/metrics             # for Prometheus; a Grafana dashboard is in examples/grafana/
 //! ```
 //!
 //! Configuration, from the environment:
@@ -31,10 +32,12 @@
 //!
 //! The parts: [`db`] (SQLite), [`users`] (the cached reads and the
 //! invalidating writes), [`retry`] (invalidations that failed, retried in the
-//! background), [`routes`] (HTTP), [`error`] (errors as responses).
+//! background), [`metrics`] (the cache's metrics for Prometheus), [`routes`]
+//! (HTTP), [`error`] (errors as responses).
 
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod retry;
 pub mod routes;
 pub mod users;
@@ -50,6 +53,7 @@ use cache_runtime::Cache;
 use tokio::sync::Notify;
 
 use db::Db;
+use metrics::MetricsExporter;
 
 /// Where the service listens when `BIND_ADDR` is unset.
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:3000";
@@ -106,8 +110,14 @@ pub async fn run() -> ExitCode {
 
 /// Starts the service with `config` and serves until a shutdown signal.
 ///
-/// Installs the process-wide cache, so it runs once per process.
+/// Installs the process-wide cache and metrics recorder, so it runs once per
+/// process.
 pub async fn serve(config: Config) -> Result<(), Box<dyn Error + Send + Sync>> {
+    // Before the cache: it takes its metric handles from the recorder
+    // installed when it is built, and would never report to a later one.
+    let metrics = MetricsExporter::install();
+    // Stopped when dropped: at the end, or on an early return below.
+    let _upkeep = metrics.start_upkeep();
     let cache = install_cache().await?;
     // Dropped on an early return below, which stops the task as well.
     let (retries, retry_worker) = retry::start();
@@ -133,17 +143,18 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn Error + Send + Sync>> {
     drop(stdout);
 
     let stopping = Arc::new(Notify::new());
-    let server = axum::serve(listener, routes::router(db, retries)).with_graceful_shutdown({
-        let stopping = Arc::clone(&stopping);
-        async move {
-            let name = signal.await;
-            tracing::info!(
-                signal = name,
-                "shutting down: finishing the requests under way"
-            );
-            stopping.notify_one();
-        }
-    });
+    let server = axum::serve(listener, routes::router(db, retries, metrics))
+        .with_graceful_shutdown({
+            let stopping = Arc::clone(&stopping);
+            async move {
+                let name = signal.await;
+                tracing::info!(
+                    signal = name,
+                    "shutting down: finishing the requests under way"
+                );
+                stopping.notify_one();
+            }
+        });
     // A client that never finishes its request must not keep the process
     // alive forever: after the drain timeout, stop anyway.
     let drain_deadline = async {
