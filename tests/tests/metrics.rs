@@ -34,9 +34,10 @@ async fn the_counters_and_histograms_match_a_known_sequence_of_calls() {
         .install()
         .expect("the only recorder of this binary");
 
-    let cache = Cache::builder().build().unwrap();
+    let cache = Cache::builder().metrics(true).build().unwrap();
     let down = Arc::new(Faulty::new(Arc::new(MemoryBackend::new())));
     let failing = Cache::builder()
+        .metrics(true)
         .shared_backend(down.clone())
         .build()
         .unwrap();
@@ -160,4 +161,20 @@ async fn the_counters_and_histograms_match_a_known_sequence_of_calls() {
             &[("backend", "memory"), ("op", "put")]
         ) >= 4
     );
+}
+
+#[test]
+fn metrics_are_off_unless_asked_for() {
+    // A recorder of this thread only: the test above installs the global one.
+    let emitted = |metrics_on: bool| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let cache = Cache::builder().metrics(metrics_on).build().unwrap();
+            common::block_on(cache.scope(metered(98, false)));
+        });
+        snapshotter.snapshot().into_vec().len()
+    };
+    assert_eq!(emitted(false), 0);
+    assert!(emitted(true) > 0, "the same calls with metrics on emit");
 }

@@ -186,10 +186,12 @@ pub async fn serve(config: Config) -> Result<(), Box<dyn Error + Send + Sync>> {
 /// Builds the cache from the environment and installs it as the process-wide
 /// one, which the `#[cached]` functions use.
 async fn install_cache() -> Result<Cache, Box<dyn Error + Send + Sync>> {
-    // The prefix is set before the environment is read, so it is the app's
-    // default and CACHE_PREFIX can still move two deployments apart on one Redis.
+    // The prefix and metrics are set before the environment is read, so they
+    // are the app's defaults: CACHE_PREFIX can still move two deployments
+    // apart on one Redis, and CACHE_METRICS=false turns the metrics off.
     let builder = Cache::builder()
         .prefix(DEFAULT_CACHE_PREFIX)
+        .metrics(true)
         .with_env()
         .map_err(|e| format!("cannot configure the cache: {e}"))?;
     // `connect` rather than `install`: it honours CACHE_FAIL_FAST. Without it
