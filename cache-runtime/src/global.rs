@@ -28,11 +28,13 @@ tokio::task_local! {
     static SCOPE: Scope;
 }
 
-/// Runs `future` under `cache` (see [`Cache::scope`]).
+/// Runs `future` under `cache` (see [`Cache::scope`]). A request of an
+/// enclosing [`requested`] not taken yet moves into the new scope: the
+/// scope changes the cache, not what was asked of the call.
 pub(crate) async fn scoped<F: Future>(cache: Cache, future: F) -> F::Output {
     let scope = Scope {
         cache: Some(cache),
-        request: Cell::new(None),
+        request: Cell::new(take_request()),
     };
     SCOPE.scope(scope, future).await
 }
@@ -48,6 +50,11 @@ pub(crate) fn requested<F: Future>(request: Request, future: F) -> impl Future<O
     let future = Box::pin(future);
     async move {
         let cache = SCOPE.try_with(|s| s.cache.clone()).ok().flatten();
+        // Nested wrappers: the inner mode wins, and both learn the outcome.
+        let request = match take_request() {
+            Some(outer) => request.within(outer),
+            None => request,
+        };
         let scope = Scope {
             cache,
             request: Cell::new(Some(request)),
@@ -115,8 +122,16 @@ pub(crate) enum Current {
 }
 
 impl Current {
+    /// The cache of the task, leaving any request where it is (for
+    /// [`current`], invalidations, health: none of them is the call a
+    /// request is for).
     pub(crate) fn get() -> Current {
-        Current::for_call().0
+        SCOPE
+            .try_with(|scope| match &scope.cache {
+                Some(cache) => Current::Scoped(cache.clone()),
+                None => Current::Global(global()),
+            })
+            .unwrap_or_else(|_| Current::Global(global()))
     }
 
     /// The cache of a call starting now, and the request left for it

@@ -155,7 +155,7 @@ pub use entry::codec::{Bincode, Codec, CodecKind};
 pub use error::{Error, Result};
 pub use global::{current, global, install};
 pub use key::{CacheKey, INLINE_ARGS_MAX, KeyArgs, Namespace, SHARDS};
-pub use observe::{NamespaceStats, Stats};
+pub use observe::{MAX_COUNTED_NAMESPACES, NamespaceStats, OVERFLOW, Stats};
 
 #[doc(inline)]
 pub use cache_macros::cached;
@@ -235,6 +235,13 @@ pub fn uncached<R>(call: impl Future<Output = R>) -> impl Future<Output = R> {
 /// shared by a concurrent call, a miss, or a call the cache could not
 /// serve. `None` if `call` made no cached call. Calls that do not ask pay
 /// nothing for this.
+///
+/// "First" means the first cached call that *starts* on this task while
+/// `call` runs (the same holds for [`refresh`] and [`uncached`]): not one
+/// in a task it spawns, nor one that had started before it was wrapped;
+/// of calls raced in a `join!` or `select!`, whichever is polled first.
+/// Wrappers nest: the inner one's mode wins, and every `with_outcome`
+/// around it learns the outcome.
 ///
 /// ```
 /// # use cache_runtime::{CallOutcome, cached};

@@ -490,3 +490,94 @@ async fn the_wrappers_reach_the_programmatic_api_and_say_none_without_a_cached_c
     );
     assert_eq!(cache_runtime::with_outcome(async { 5 }).await, (5, None));
 }
+
+// From the review of the API (each seen failing before its fix).
+
+#[tokio::test]
+async fn reading_the_current_cache_leaves_the_request_for_the_call() {
+    let cache = Cache::memory();
+    cache
+        .scope(async {
+            set_price(11, 110);
+            assert_eq!(price(11, false).await, 110);
+            set_price(11, 111);
+            let refreshed = cache_runtime::refresh(async {
+                let _ = cache_runtime::stats();
+                price_invalidate(&12, &false).await.unwrap();
+                price(11, false).await
+            })
+            .await;
+            assert_eq!(refreshed, 111);
+            let (_, outcome) = cache_runtime::with_outcome(async {
+                let _ = cache_runtime::current();
+                price(11, false).await
+            })
+            .await;
+            assert_eq!(outcome, Some(CallOutcome::Hit));
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn wrappers_compose_with_each_other_and_with_scopes() {
+    let cache = Cache::memory();
+    set_price(13, 130);
+    assert_eq!(cache.scope(price(13, false)).await, 130);
+    set_price(13, 131);
+    // A scope inside a refresh: still a refresh, on the scope's cache.
+    assert_eq!(
+        cache_runtime::refresh(cache.scope(price(13, false))).await,
+        131
+    );
+    set_price(13, 132);
+    let (value, outcome) =
+        cache_runtime::with_outcome(cache_runtime::refresh(cache.scope(price(13, false)))).await;
+    assert_eq!((value, outcome), (132, Some(CallOutcome::Refreshed)));
+    let (value, outcome) = cache
+        .scope(cache_runtime::with_outcome(cache_runtime::with_outcome(
+            price(13, false),
+        )))
+        .await;
+    assert_eq!(
+        (value.0, value.1, outcome),
+        (132, Some(CallOutcome::Hit), Some(CallOutcome::Hit))
+    );
+}
+
+#[tokio::test]
+async fn api_keys_of_different_types_never_meet() {
+    let cache = Cache::memory();
+    cache
+        .set("acl", &(1_u8, 42_u8), &true, MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<bool>("acl", "*").await.unwrap(), None);
+    assert_eq!(cache.get::<bool>("acl", &Some(42_u8)).await.unwrap(), None);
+    cache.set("acl", "", &false, MINUTE).await.unwrap();
+    assert_eq!(cache.get::<bool>("acl", &0_u64).await.unwrap(), None);
+    // Owned and borrowed strings are one key type, as for functions.
+    assert_eq!(
+        cache.get::<bool>("acl", &String::new()).await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        cache.get::<bool>("acl", &(1_u8, 42_u8)).await.unwrap(),
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn namespaces_from_request_data_do_not_grow_the_counters_without_bound() {
+    let cache = Cache::memory();
+    let n = cache_runtime::MAX_COUNTED_NAMESPACES + 500;
+    for i in 0..n {
+        let _ = cache.get::<u8>(&format!("tenant-{i}"), "k").await.unwrap();
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        stats.namespaces.len(),
+        cache_runtime::MAX_COUNTED_NAMESPACES + 1
+    );
+    assert_eq!(stats.namespace(cache_runtime::OVERFLOW).misses, 500);
+    assert_eq!(stats.total().misses, n as u64);
+}

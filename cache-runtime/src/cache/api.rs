@@ -3,11 +3,14 @@
 //! the attribute does not fit. Same machinery as `#[cached]`: envelope and
 //! schema check, conditional stores, single-flight, fail-open.
 //!
-//! Keys: `{prefix}:{{namespace}:{shard}}:@:{key}`. A function's keys have its
-//! path where this has `@`, and no path contains `@`, so this API never
-//! reaches a cached function's entries (nor they its). The value type is not
-//! part of the key: one key holds one value, and reading it as another type
-//! is a miss (the envelope's schema check), as with any key-value store.
+//! Keys: `{prefix}:{{namespace}:{shard}}:@:v0.{key type}:{key}`. A
+//! function's keys have its path where this has `@`, and no path is `@`, so
+//! this API never reaches a cached function's entries (nor they its). The
+//! key's type is hashed in as a function's argument types are (`String` and
+//! `&str` alike), so keys of different types that encode alike never meet.
+//! The value type is not part of the key: one key holds one value, and
+//! reading it as another type is a miss (the envelope's schema check), as
+//! with any key-value store.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -18,11 +21,11 @@ use super::{Cache, MAX_TTL};
 use crate::call::{Call, CallOutcome, Found, Mode, Prepared, Request, Shape, execute};
 use crate::entry;
 use crate::error::{Error, Result};
-use crate::key::{CacheKey, KeyArgs, Namespace};
+use crate::key::{self, CacheKey, KeyArgs, Namespace};
 use crate::observe::{Counters, ErrorKind, Op};
 
 /// What the API's keys have where a function's keys have its path.
-const SEGMENT: &str = ":@:";
+const SEGMENT: &str = "@";
 /// The `function` field of the API's logs.
 const FUNCTION: &str = "(api)";
 
@@ -257,10 +260,14 @@ impl Cache {
         let namespace = Namespace::new(namespace.to_owned())?;
         let mut args = KeyArgs::new();
         args.push(key);
+        // The key's type, as a function's argument types are: `""` and
+        // `0_u64` encode alike, and must not meet.
+        let segment =
+            key::function_segment(SEGMENT, 0, &[], &[crate::__private::type_name_of_val(key)]);
         Ok(CacheKey::from_segment(
             &self.inner.prefix,
             &namespace,
-            SEGMENT,
+            &segment,
             &args.finish()?,
         ))
     }

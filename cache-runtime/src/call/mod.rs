@@ -295,7 +295,7 @@ where
             }
         },
     };
-    let start = counters.times_bodies().then(std::time::Instant::now);
+    let start = (counters.times_bodies() && mode != Mode::Bypass).then(std::time::Instant::now);
     let result = tracing::Instrument::instrument(body, span.clone()).await;
     if let Some(start) = start {
         counters.body_ran(start.elapsed().as_secs_f64());

@@ -27,17 +27,21 @@ pub enum CallOutcome {
     /// body for both (single-flight); the body did not run for this call.
     Coalesced,
     /// Not in the cache: the body ran, and its value was stored if it is
-    /// cacheable (and no invalidation or other writer came first).
+    /// cacheable (and no invalidation or other writer came first, and the
+    /// store did not fail: a failed store is counted as an error).
     Miss,
     /// A [`refresh`](crate::refresh): the body ran and its value replaced
-    /// the entry (unless an invalidation ran while it did).
+    /// the entry, unless the value is not cacheable (an `Err`, a `None`) or
+    /// an invalidation ran while the body did (or other writers kept
+    /// storing): the entry is then left as it was.
     Refreshed,
     /// An [`uncached`](crate::uncached) call: the body ran; the cache was
     /// neither read nor written.
     Bypassed,
-    /// The cache could not take part (its backend failed or its circuit is
-    /// open, it was closed, the key or value cannot be encoded, or the
-    /// function is refused caching): the body ran uncached.
+    /// The cache could not be read (its backend failed or its circuit is
+    /// open, it was closed, the key cannot be encoded, the value type cannot
+    /// be read back, or the function is refused caching): the body ran
+    /// uncached.
     Uncached,
 }
 
@@ -82,13 +86,16 @@ pub(crate) enum Mode {
 #[derive(Debug, Clone)]
 pub(crate) struct Request {
     pub(crate) mode: Mode,
-    /// Where to leave the call's outcome, if the caller wants it.
-    report: Option<Arc<Mutex<Option<CallOutcome>>>>,
+    /// Where to leave the call's outcome, for each wrapper that wants it.
+    report: Vec<Arc<Mutex<Option<CallOutcome>>>>,
 }
 
 impl Request {
     pub(crate) fn new(mode: Mode) -> Request {
-        Request { mode, report: None }
+        Request {
+            mode,
+            report: Vec::new(),
+        }
     }
 
     /// A request that reports the outcome into the returned slot.
@@ -96,13 +103,24 @@ impl Request {
         let slot = Arc::new(Mutex::new(None));
         let request = Request {
             mode,
-            report: Some(Arc::clone(&slot)),
+            report: vec![Arc::clone(&slot)],
         };
         (request, slot)
     }
 
+    /// This request inside `outer` (an enclosing wrapper's, not taken):
+    /// this one's mode (a normal call inside a refresh refreshes), and both
+    /// learn the outcome.
+    pub(crate) fn within(mut self, outer: Request) -> Request {
+        if self.mode == Mode::Normal {
+            self.mode = outer.mode;
+        }
+        self.report.extend(outer.report);
+        self
+    }
+
     pub(crate) fn report(&self, outcome: CallOutcome) {
-        if let Some(slot) = &self.report {
+        for slot in &self.report {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         }
     }

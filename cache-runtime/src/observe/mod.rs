@@ -11,7 +11,7 @@ pub(crate) mod throttle;
 pub(crate) mod timing;
 
 pub(crate) use self::stats::{Counters, ErrorKind, Registry};
-pub use self::stats::{NamespaceStats, Stats};
+pub use self::stats::{MAX_COUNTED_NAMESPACES, NamespaceStats, OVERFLOW, Stats};
 pub(crate) use self::throttle::Throttle;
 pub(crate) use self::timing::Timing;
 

@@ -55,8 +55,10 @@ pub(crate) enum ErrorKind {
     Decode,
     /// A value could not be encoded.
     Encode,
-    /// The key could not be built (its arguments cannot be encoded, an
-    /// invalid namespace or TTL given to the programmatic API).
+    /// The key could not be built: its arguments cannot be encoded. (An
+    /// invalid namespace or TTL given to the programmatic API is a
+    /// programming error, logged and not counted: it has no namespace to
+    /// count it in.)
     Key,
 }
 
@@ -148,6 +150,16 @@ impl Counters {
     }
 }
 
+/// Namespaces counted on their own, per cache; calls of any further ones
+/// (namespaces built from request data through the programmatic API) are
+/// counted together under [`OVERFLOW`], so neither the counters nor the
+/// metrics' series grow without bound.
+pub const MAX_COUNTED_NAMESPACES: usize = 1024;
+
+/// Where calls of namespaces past [`MAX_COUNTED_NAMESPACES`] are counted.
+/// Not a valid namespace name, so it never meets a real one.
+pub const OVERFLOW: &str = "(other)";
+
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     by_namespace: RwLock<HashMap<String, Arc<Counters>>>,
@@ -169,6 +181,18 @@ impl Registry {
             return Arc::clone(c);
         }
         let mut map = self.by_namespace.write().unwrap_or_else(|e| e.into_inner());
+        let namespace = if map.len() >= MAX_COUNTED_NAMESPACES && !map.contains_key(namespace) {
+            if !map.contains_key(OVERFLOW) {
+                tracing::warn!(
+                    limit = MAX_COUNTED_NAMESPACES,
+                    "more namespaces than the cache counts one by one; the calls of the others \
+                     are counted together under `{OVERFLOW}`"
+                );
+            }
+            OVERFLOW
+        } else {
+            namespace
+        };
         let counters = map.entry(namespace.to_owned()).or_insert_with(|| {
             Arc::new(Counters {
                 #[cfg(feature = "metrics")]
