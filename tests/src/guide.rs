@@ -18,6 +18,9 @@ mod quickstart {}
 #[doc = include_str!("../../docs/src/attribute.md")]
 mod attribute {}
 
+#[doc = include_str!("../../docs/src/programmatic-api.md")]
+mod programmatic_api {}
+
 #[doc = include_str!("../../docs/src/keys-and-entries.md")]
 mod keys_and_entries {}
 
@@ -35,6 +38,9 @@ mod deployment {}
 
 #[doc = include_str!("../../docs/src/failure-behaviour.md")]
 mod failure_behaviour {}
+
+#[doc = include_str!("../../docs/src/observability.md")]
+mod observability {}
 
 #[doc = include_str!("../../docs/src/testing.md")]
 mod testing {}
