@@ -127,24 +127,23 @@ impl Current {
     /// request is for).
     pub(crate) fn get() -> Current {
         SCOPE
-            .try_with(|scope| match &scope.cache {
-                Some(cache) => Current::Scoped(cache.clone()),
-                None => Current::Global(global()),
-            })
+            .try_with(Current::of)
             .unwrap_or_else(|_| Current::Global(global()))
+    }
+
+    /// The cache of a scope: its own, or the process-wide one.
+    fn of(scope: &Scope) -> Current {
+        match &scope.cache {
+            Some(cache) => Current::Scoped(cache.clone()),
+            None => Current::Global(global()),
+        }
     }
 
     /// The cache of a call starting now, and the request left for it
     /// (taken: calls nested in its body do not see it).
     pub(crate) fn for_call() -> (Current, Option<Request>) {
         SCOPE
-            .try_with(|scope| {
-                let cache = match &scope.cache {
-                    Some(cache) => Current::Scoped(cache.clone()),
-                    None => Current::Global(global()),
-                };
-                (cache, scope.request.take())
-            })
+            .try_with(|scope| (Current::of(scope), scope.request.take()))
             .unwrap_or_else(|_| (Current::Global(global()), None))
     }
 }
