@@ -284,8 +284,9 @@ pub mod __private {
     /// the names of the call's concrete types (`Self`, type parameters, key
     /// arguments, value), which tell instantiations of generic code apart.
     ///
-    /// Not an `async fn`: the key is built when the wrapper calls this (on
-    /// its first poll), and the returned future is the call's only layer.
+    /// The key is built on the returned future's first poll, which is the
+    /// call's only layer of futures.
+    #[inline]
     pub fn cached<T, R, F>(
         site: &'static CallSite,
         types: &[&'static str],
@@ -297,9 +298,11 @@ pub mod __private {
         T: Serialize + DeserializeOwned + 'static,
         F: Future<Output = R>,
     {
-        let (cache, request) = crate::global::Current::for_call();
-        let prepared = cache.prepare::<T>(site, types, args, request).on(cache);
-        crate::call::execute(prepared, body, shape)
+        let prepare = move || {
+            let (cache, request) = crate::global::Current::for_call();
+            crate::call::Prepared::new::<T>(cache, site, types, args, request)
+        };
+        crate::call::execute(prepare, body, shape)
     }
 
     /// Invalidates the entry of one argument tuple on the current cache.

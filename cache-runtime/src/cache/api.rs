@@ -244,7 +244,7 @@ impl Cache {
             request: Some(request),
             span: crate::call::span(namespace, FUNCTION),
         };
-        let result = execute(prepared, compute, shape).await;
+        let result = execute(move || prepared, compute, shape).await;
         let outcome = slot
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -1,14 +1,15 @@
 //! The [`Cache`] handle: configuration, backend, codec, counters and flights,
-//! shared by every cached function that runs under it; and the guard every
-//! backend operation passes through (circuit breaker, timeout, panics).
+//! shared by every cached function that runs under it. Every backend
+//! operation passes through its guard ([`guard`]: circuit breaker, timeout,
+//! panics, timing).
 
 mod api;
 mod builder;
+mod guard;
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -17,7 +18,7 @@ use tokio::sync::Notify;
 pub use self::builder::{CacheBuilder, DEFAULT_SLOW_THRESHOLD};
 use crate::backend::Backend;
 use crate::call::flight::Flights;
-use crate::circuit::{Circuit, CircuitConfig, Permit, Transition};
+use crate::circuit::{Circuit, CircuitConfig};
 use crate::entry::CodecKind;
 use crate::error::{Error, Result};
 use crate::key::{self, CacheKey, Namespace};
@@ -162,12 +163,11 @@ impl Cache {
     /// ping closes an open circuit, as a successful probe would.
     pub async fn health(&self) -> Health {
         let start = Instant::now();
-        let healthy = !self.is_closed() && {
-            let permit = self.inner.circuit.bypass();
-            let result = self.timed(Op::Ping, self.inner.backend.ping()).await;
-            self.report(permit, result.is_ok());
-            result.is_ok()
-        };
+        let healthy = !self.is_closed()
+            && self
+                .bypassing(Op::Ping, self.inner.backend.ping())
+                .await
+                .is_ok();
         Health {
             healthy,
             latency_ms: start.elapsed().as_secs_f64() * 1000.0,
@@ -202,98 +202,6 @@ impl Cache {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Relaxed)
-    }
-
-    /// Runs one backend operation through the circuit breaker, the
-    /// backend's operation timeout and a panic guard: whatever the backend
-    /// does, the caller gets a `Result`.
-    ///
-    /// Cancel safety: dropping the future abandons the operation; a probe of
-    /// the circuit abandoned this way counts as a failed one.
-    pub(crate) async fn guarded<T>(
-        &self,
-        kind: Op,
-        op: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
-        let Some(permit) = self.inner.circuit.allow() else {
-            return Err(Error::CircuitOpen {
-                backend: self.inner.backend.name(),
-            });
-        };
-        let result = if self.inner.timing.on() {
-            self.timed(kind, op).await
-        } else {
-            self.contained(op).await
-        };
-        self.report(permit, result.is_ok());
-        result
-    }
-
-    /// [`contained`](Self::contained), timed for the metrics and the
-    /// slow-operation warning.
-    async fn timed<T>(&self, kind: Op, op: impl Future<Output = Result<T>>) -> Result<T> {
-        let start = Instant::now();
-        let result = self.contained(op).await;
-        self.inner
-            .timing
-            .record(self.inner.backend.name(), kind, start.elapsed());
-        result
-    }
-
-    /// Bounds an operation by the backend's operation timeout (inside a
-    /// Tokio runtime) and turns a panic in it into an error.
-    async fn contained<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
-        let backend = self.inner.backend.name();
-        let limit = self
-            .inner
-            .backend
-            .operation_timeout()
-            .filter(|_| tokio::runtime::Handle::try_current().is_ok());
-        let op = async move {
-            match limit {
-                None => op.await,
-                Some(limit) => tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
-                    Err(Error::backend(
-                        backend,
-                        format!("no answer within the operation timeout ({limit:?})"),
-                    ))
-                }),
-            }
-        };
-        let mut op = std::pin::pin!(op);
-        std::future::poll_fn(move |cx| {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.as_mut().poll(cx))) {
-                Ok(poll) => poll,
-                Err(panic) => Poll::Ready(Err(Error::backend(
-                    backend,
-                    format!("the backend panicked: {}", panic_message(&*panic)),
-                ))),
-            }
-        })
-        .await
-    }
-
-    fn report(&self, permit: Permit<'_>, ok: bool) {
-        let backend = self.inner.backend.name();
-        let transition = if ok {
-            permit.success()
-        } else {
-            permit.failure()
-        };
-        match transition {
-            Transition::None => {}
-            Transition::Opened(period) => tracing::warn!(
-                backend,
-                retry_in = ?period,
-                "cache backend failing; circuit open: calls run uncached without waiting for it"
-            ),
-            Transition::Closed => {
-                tracing::info!(backend, "cache backend answers again; circuit closed")
-            }
-        }
     }
 
     /// Counts a store under way until the returned guard drops, so that
@@ -347,14 +255,6 @@ impl Cache {
             }
         }
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
 }
 
 pub(crate) struct WriteGuard<'a>(&'a Cache);

@@ -17,11 +17,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
-use self::flight::{Flight, Lead, Outcome, Turn};
+use self::flight::{Clock, Flight, Lead, Outcome, Turn};
 use crate::backend::{PutCondition, PutOutcome, ShardState, Stored, Version};
 use crate::cache::Cache;
 use crate::entry::{self, HEADER_LEN, Rejection, TypeInfo};
 use crate::error::Error;
+use crate::global::Current;
 use crate::key::{CacheKey, KeyArgs};
 use crate::observe::{Counters, ErrorKind, Op};
 use crate::site::{self, CallSite, SiteCounters};
@@ -146,51 +147,54 @@ pub(crate) fn span(namespace: &str, function: &str) -> tracing::Span {
     )
 }
 
-impl Cache {
-    /// Prepares one call of a cached function: finds its key, or why it
-    /// runs uncached. `request` is what [`refresh`](crate::refresh),
-    /// [`uncached`](crate::uncached) or [`with_outcome`](crate::with_outcome)
-    /// asked of it, if any.
-    pub(crate) fn prepare<T: DeserializeOwned + 'static>(
-        &self,
+impl Prepared<Current, SiteCounters<'static>> {
+    /// Prepares one call of a cached function on `cache`: finds its key,
+    /// or why it runs uncached. `request` is what
+    /// [`refresh`](crate::refresh), [`uncached`](crate::uncached) or
+    /// [`with_outcome`](crate::with_outcome) asked of it, if any.
+    pub(crate) fn new<T: DeserializeOwned + 'static>(
+        cache: Current,
         site: &'static CallSite,
         types: &[&'static str],
         args: KeyArgs,
         request: Option<Request>,
-    ) -> Prepared<(), SiteCounters<'static>> {
+    ) -> Self {
         let state = site.state();
-        let counters = state.counters(self, site.namespace());
+        let counters = state.counters(&cache, site.namespace());
         let info = site.value_type::<T>();
         let key = if request.as_ref().is_some_and(|r| r.mode == Mode::Bypass) {
             Err(CallOutcome::Bypassed)
-        } else if self.is_closed()
+        } else if cache.is_closed()
             || state.refusal().is_some()
-            || site::uncacheable(info, self.inner.codec)
+            || site::uncacheable(info, cache.inner.codec)
         {
             counters.miss();
             Err(CallOutcome::Uncached)
         } else {
             match args.finish() {
-                Ok(args) => Ok(site.key(&self.inner.prefix, types, &args)),
+                Ok(args) => Ok(site.key(&cache.inner.prefix, types, &args)),
                 Err(error) => {
                     counters.miss();
-                    self.fail_uncached(&counters, &state.function_id, site.namespace(), &error);
+                    cache.fail_uncached(&counters, &state.function_id, site.namespace(), &error);
                     Err(CallOutcome::Uncached)
                 }
             }
         };
+        let ttl = site.ttl(cache.inner.default_ttl);
         Prepared {
-            cache: (),
+            cache,
             counters,
             function: &state.function_id,
             key,
             info,
-            ttl: site.ttl(self.inner.default_ttl),
+            ttl,
             request,
             span: span(site.namespace(), &state.function_id),
         }
     }
+}
 
+impl Cache {
     /// Logs a call that runs uncached because its key cannot be built.
     pub(crate) fn fail_uncached(
         &self,
@@ -206,22 +210,6 @@ impl Cache {
             %error,
             "cannot build the cache key; running the function uncached"
         );
-    }
-}
-
-impl<N> Prepared<(), N> {
-    /// The same, run on `cache`.
-    pub(crate) fn on<C>(self, cache: C) -> Prepared<C, N> {
-        Prepared {
-            cache,
-            counters: self.counters,
-            function: self.function,
-            key: self.key,
-            info: self.info,
-            ttl: self.ttl,
-            request: self.request,
-            span: self.span,
-        }
     }
 }
 
@@ -248,109 +236,130 @@ enum Plan<'f> {
 /// The body is awaited in one place only: every await point of an async
 /// function keeps its own copy of what it awaits, and the body (which holds
 /// every cached call nested in it) is the largest thing a call holds.
-pub(crate) async fn execute<C, N, T, R, F>(
-    prepared: Prepared<C, N>,
+///
+/// `prepare` runs on the first poll, inside the call's one future: built
+/// there, what it returns is held once, and the future the caller moves
+/// into its own state is small until it is polled. (An `async fn` would
+/// move its arguments into locals and hold them twice.)
+#[inline]
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would hold its arguments twice (see above)"
+)]
+pub(crate) fn execute<C, N, T, R, F>(
+    prepare: impl FnOnce() -> Prepared<C, N>,
     body: F,
     shape: Shape<T, R>,
-) -> R
+) -> impl Future<Output = R>
 where
     C: std::ops::Deref<Target = Cache>,
     N: std::ops::Deref<Target = Counters>,
     T: Serialize + DeserializeOwned + 'static,
     F: Future<Output = R>,
 {
-    let Prepared {
-        cache,
-        counters,
-        function,
-        key,
-        info,
-        ttl,
-        request,
-        span,
-    } = prepared;
-    let mode = request.as_ref().map_or(Mode::Normal, |r| r.mode);
-    let call = key.as_ref().map_err(|outcome| *outcome).map(|key| Call {
-        cache: &cache,
-        counters: &counters,
-        function,
-        key,
-        info,
-        ttl,
-    });
-    let mut flight = None;
-    let plan = match &call {
-        Err(outcome) => Plan::Alone(*outcome),
-        Ok(call) if mode == Mode::Refresh => call.plan_refresh().await,
-        Ok(call) => match call.plan(shape, &mut flight).await {
-            Ok(plan) => plan,
-            Err(done) => {
-                if !span.is_disabled() {
-                    span.record("outcome", done.1.as_str());
+    async move {
+        let prepared = prepare();
+        let prepared = &prepared;
+        let mode = prepared.request.as_ref().map_or(Mode::Normal, |r| r.mode);
+        let call = prepared
+            .key
+            .as_ref()
+            .map_err(|outcome| *outcome)
+            .map(|key| Call {
+                cache: &prepared.cache,
+                counters: &prepared.counters,
+                function: prepared.function,
+                key,
+                info: prepared.info,
+                ttl: prepared.ttl,
+            });
+        let mut flight = None;
+        let plan = match &call {
+            Err(outcome) => Plan::Alone(*outcome),
+            Ok(call) if mode == Mode::Refresh => call.plan_refresh().await,
+            Ok(call) => {
+                let seen = call.cache.inner.flights.clock();
+                let observed = match call.read::<T>().await {
+                    Ok(Found::Hit(value, _)) => {
+                        call.counters.hit();
+                        prepared.report(CallOutcome::Hit);
+                        return (shape.wrap)(value);
+                    }
+                    Ok(Found::Miss(observed)) => observed,
+                    Err(error) => call.read_failed(&error),
+                };
+                match call.plan_miss(shape, &mut flight, seen, observed).await {
+                    Ok(plan) => plan,
+                    Err((result, outcome)) => {
+                        prepared.report(outcome);
+                        return result;
+                    }
                 }
-                if let Some(request) = &request {
-                    request.report(done.1);
-                }
-                return done.0;
             }
-        },
-    };
-    let start = (counters.times_bodies() && mode != Mode::Bypass).then(std::time::Instant::now);
-    let result = tracing::Instrument::instrument(body, span.clone()).await;
-    if let Some(start) = start {
-        counters.body_ran(start.elapsed().as_secs_f64());
-    }
-    let outcome = match (plan, &call) {
-        (Plan::Alone(outcome), _) => outcome,
-        (
-            Plan::Lead {
-                lead,
-                shard,
-                observed,
-                outcome,
-            },
-            Ok(call),
-        ) => {
-            call.finish_lead(&result, shape, lead, shard, observed)
-                .await;
-            outcome
+        };
+        let counters = &prepared.counters;
+        let start = (counters.times_bodies() && mode != Mode::Bypass).then(std::time::Instant::now);
+        let result = tracing::Instrument::instrument(body, prepared.span.clone()).await;
+        if let Some(start) = start {
+            counters.body_ran(start.elapsed().as_secs_f64());
         }
-        (Plan::Refresh { shard, observed }, Ok(call)) => {
-            call.finish_refresh(&result, shape, shard, observed).await
+        let outcome = match (plan, &call) {
+            (Plan::Alone(outcome), _) => outcome,
+            (
+                Plan::Lead {
+                    lead,
+                    shard,
+                    observed,
+                    outcome,
+                },
+                Ok(call),
+            ) => {
+                call.finish_lead(&result, shape, lead, shard, observed)
+                    .await;
+                outcome
+            }
+            (Plan::Refresh { shard, observed }, Ok(call)) => {
+                call.finish_refresh(&result, shape, shard, observed).await
+            }
+            (_, Err(outcome)) => *outcome,
+        };
+        prepared.report(outcome);
+        result
+    }
+}
+
+impl<C, N> Prepared<C, N> {
+    /// Records what the call did: in its span, and for whoever asked.
+    fn report(&self, outcome: CallOutcome) {
+        if !self.span.is_disabled() {
+            self.span.record("outcome", outcome.as_str());
         }
-        (_, Err(outcome)) => *outcome,
-    };
-    if !span.is_disabled() {
-        span.record("outcome", outcome.as_str());
+        if let Some(request) = &self.request {
+            request.report(outcome);
+        }
     }
-    if let Some(request) = &request {
-        request.report(outcome);
-    }
-    result
 }
 
 impl Call<'_> {
-    /// The cache-aside path up to the body: look up; on a miss, join the
-    /// key's flight. `Err` carries a call's result when the body need not
-    /// run (a hit, a value handed over).
-    async fn plan<'f, T, R>(
+    /// The cache-aside path from a miss up to the body: join the key's
+    /// flight. `seen` is the flights' clock before the first read, which
+    /// saw `observed`. `Err` carries a call's result when the body need not
+    /// run (a value handed over, or found by a later round's read).
+    ///
+    /// The first read is the caller's, not this function's: a hit then
+    /// never builds this future (every layer of futures costs a hit).
+    async fn plan_miss<'f, T, R>(
         &self,
         shape: Shape<T, R>,
         flight: &'f mut Option<Arc<Flight>>,
+        seen: Clock,
+        observed: Observed,
     ) -> Result<Plan<'f>, (R, CallOutcome)>
     where
         T: Serialize + DeserializeOwned + 'static,
     {
         let cache = self.cache;
         let counters = self.counters;
-        let seen = cache.inner.flights.clock();
-        let observed = match self.lookup::<T>().await {
-            Found::Hit(value, _) => {
-                counters.hit();
-                return Err(((shape.wrap)(value), CallOutcome::Hit));
-            }
-            Found::Miss(observed) => observed,
-        };
         counters.miss();
 
         let (joined, ticket) = cache.inner.flights.join(self.key);
@@ -383,12 +392,13 @@ impl Call<'_> {
 
         // A later round reads again: another process may have stored by now.
         let observed = if lead.must_look_up(seen) {
-            match self.lookup::<T>().await {
-                Found::Hit(value, entry) => {
+            match self.read::<T>().await {
+                Ok(Found::Hit(value, entry)) => {
                     lead.finish(Outcome::Value(entry), false);
                     return Err(((shape.wrap)(value), CallOutcome::Hit));
                 }
-                Found::Miss(observed) => observed,
+                Ok(Found::Miss(observed)) => observed,
+                Err(error) => self.read_failed(&error),
             }
         } else {
             observed
@@ -447,16 +457,11 @@ impl Call<'_> {
         }
     }
 
-    /// Looks the key up; a failed read is logged and counted, and is a miss
+    /// A failed [`read`](Self::read) is logged and counted, and is a miss
     /// whose state is unknown.
-    async fn lookup<T: DeserializeOwned>(&self) -> Found<T> {
-        match self.read().await {
-            Ok(found) => found,
-            Err(error) => {
-                self.fail(ErrorKind::Read, "read", &error);
-                Found::Miss(Observed::UNKNOWN)
-            }
-        }
+    fn read_failed(&self, error: &Error) -> Observed {
+        self.fail(ErrorKind::Read, "read", error);
+        Observed::UNKNOWN
     }
 
     /// Reads the key: a valid entry is a hit; a stale, foreign or broken one
