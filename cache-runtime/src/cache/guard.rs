@@ -113,11 +113,21 @@ pin_project! {
 
 pin_project! {
     /// The operation, under the backend's operation timeout if it has one
-    /// (and a Tokio runtime runs it: the timer needs one).
+    /// and a Tokio runtime is current when the guard is built. The timer is
+    /// built on the first poll that leaves the operation pending, inside the
+    /// panic guard: a runtime without timers panics there, and the call gets
+    /// an error (an operation that is ready at once needs no timer).
     #[project = BoundedProj]
     enum Bounded<F> {
         Unbounded { #[pin] op: F },
-        Bounded { #[pin] op: tokio::time::Timeout<F>, limit: Duration },
+        Bounded {
+            #[pin] op: F,
+            // Built on the first poll, inside the panic guard: a runtime
+            // without timers panics here.
+            #[pin] sleep: Option<tokio::time::Sleep>,
+            deadline: tokio::time::Instant,
+            limit: Duration,
+        },
     }
 }
 
@@ -132,7 +142,9 @@ impl<'a, F: Future> Guarded<'a, F> {
         let op = match limit {
             None => Bounded::Unbounded { op },
             Some(limit) => Bounded::Bounded {
-                op: tokio::time::timeout(limit, op),
+                op,
+                sleep: None,
+                deadline: tokio::time::Instant::now() + limit,
                 limit,
             },
         };
@@ -202,14 +214,26 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, backend: &'static str) -> Poll<Result<T>> {
         match self.project() {
             BoundedProj::Unbounded { op } => op.poll(cx),
-            BoundedProj::Bounded { op, limit } => op.poll(cx).map(|result| {
-                result.unwrap_or_else(|_| {
-                    Err(Error::backend(
+            BoundedProj::Bounded {
+                op,
+                mut sleep,
+                deadline,
+                limit,
+            } => {
+                if let Poll::Ready(result) = op.poll(cx) {
+                    return Poll::Ready(result);
+                }
+                if sleep.is_none() {
+                    sleep.set(Some(tokio::time::sleep_until(*deadline)));
+                }
+                match sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Err(Error::backend(
                         backend,
                         format!("no answer within the operation timeout ({limit:?})"),
-                    ))
-                })
-            }),
+                    ))),
+                    _ => Poll::Pending,
+                }
+            }
         }
     }
 }
