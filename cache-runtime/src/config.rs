@@ -44,6 +44,14 @@ pub(crate) fn ttl_var(name: &str) -> Result<Option<Duration>> {
     }
 }
 
+/// A duration, or `off` for none: `Some(None)` is `off`, `None` unset.
+pub(crate) fn optional_duration_var(name: &str) -> Result<Option<Option<Duration>>> {
+    match var(name) {
+        Some(text) if text.trim().eq_ignore_ascii_case("off") => Ok(Some(None)),
+        _ => Ok(duration_var(name)?.map(Some)),
+    }
+}
+
 pub(crate) fn bool_var(name: &str) -> Result<Option<bool>> {
     let Some(text) = var(name) else {
         return Ok(None);
@@ -68,8 +76,23 @@ pub struct RedisConfig {
     pub(crate) backoff_max: Duration,
     pub(crate) fail_fast: bool,
     tcp_nodelay: bool,
+    pub(crate) tcp_keepalive: Option<Duration>,
+    pub(crate) ping_interval: Option<Duration>,
     tls_root_cert: Option<Vec<u8>>,
 }
+
+/// The default idle time before TCP keepalive probes start: 15 s.
+#[cfg(feature = "redis")]
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// The default interval of the liveness ping on an idle connection: 5 s.
+#[cfg(feature = "redis")]
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keepalive probes sent, `idle / 3` apart, before the kernel gives a silent
+/// connection up.
+#[cfg(feature = "redis")]
+const KEEPALIVE_PROBES: u32 = 3;
 
 #[cfg(feature = "redis")]
 impl RedisConfig {
@@ -85,12 +108,14 @@ impl RedisConfig {
             backoff_max: Duration::from_secs(5),
             fail_fast: false,
             tcp_nodelay: true,
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            ping_interval: Some(DEFAULT_PING_INTERVAL),
             tls_root_cert: None,
         })
     }
 
     /// `REDIS_URL` (default `redis://127.0.0.1:6379/0`) and the `CACHE_*`
-    /// timeouts, backoff and fail-fast variables.
+    /// timeouts, backoff, fail-fast, keepalive and ping variables.
     pub fn from_env() -> Result<RedisConfig> {
         let url = var("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
         let mut config = RedisConfig::new(&url)?;
@@ -105,6 +130,12 @@ impl RedisConfig {
         config = config.backoff(base, max);
         if let Some(fail_fast) = bool_var("CACHE_FAIL_FAST")? {
             config = config.fail_fast(fail_fast);
+        }
+        if let Some(keepalive) = optional_duration_var("CACHE_TCP_KEEPALIVE")? {
+            config = config.tcp_keepalive(keepalive);
+        }
+        if let Some(interval) = optional_duration_var("CACHE_PING_INTERVAL")? {
+            config = config.ping_interval(interval);
         }
         config.check()?;
         Ok(config)
@@ -149,6 +180,32 @@ impl RedisConfig {
         self
     }
 
+    /// TCP keepalive on the connection: after `idle` without traffic the
+    /// kernel probes the peer, three times `idle / 3` apart, and closes the
+    /// connection if none is answered; on Linux `TCP_USER_TIMEOUT` gives the
+    /// same bound to data that is sent and never acknowledged. A connection
+    /// whose peer vanished (a NAT or load balancer that forgot it, a host
+    /// that died without a reset) is then given up in about `2 × idle`, not
+    /// in hours (idle) or about 15 minutes (unacknowledged data). Default
+    /// 15 s; `None` leaves the system's settings. No effect on `unix://`
+    /// sockets.
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle;
+        self
+    }
+
+    /// The liveness ping: a connection that had no answer for `interval` is
+    /// sent a `PING`, and a connection that leaves a request or a ping
+    /// unanswered for the response timeout is replaced by a new one. A
+    /// connection that went silent without closing is so replaced within
+    /// `interval` plus the response timeout when idle, and within the
+    /// response timeout when busy. Default 5 s; `None` turns the idle ping
+    /// off (a busy connection is still replaced on a timeout).
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
     /// Trusts this CA certificate (PEM) for `rediss://`, instead of the
     /// system's roots. For private CAs and self-signed certificates.
     #[cfg(feature = "tls")]
@@ -181,10 +238,15 @@ impl RedisConfig {
 
     pub(crate) fn check(&self) -> Result<()> {
         for (name, d) in [
-            ("connect timeout", self.connect_timeout),
-            ("response timeout", self.response_timeout),
-            ("backoff base", self.backoff_base),
-        ] {
+            ("connect timeout", Some(self.connect_timeout)),
+            ("response timeout", Some(self.response_timeout)),
+            ("backoff base", Some(self.backoff_base)),
+            ("TCP keepalive", self.tcp_keepalive),
+            ("ping interval", self.ping_interval),
+        ]
+        .into_iter()
+        .filter_map(|(name, d)| Some((name, d?)))
+        {
             if d.is_zero() {
                 return Err(Error::Config(format!(
                     "the Redis {name} must be greater than zero"
@@ -212,8 +274,7 @@ impl RedisConfig {
             redis::IntoConnectionInfo::into_connection_info(self.url.as_str()).map_err(|e| {
                 Error::Config(format!("invalid Redis URL {}: {e}", self.redacted_url()))
             })?;
-        info = info
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(self.tcp_nodelay));
+        info = info.set_tcp_settings(self.tcp_settings());
         let client = match &self.tls_root_cert {
             #[cfg(feature = "tls")]
             Some(root) => redis::Client::build_with_tls(
@@ -226,6 +287,27 @@ impl RedisConfig {
             _ => redis::Client::open(info),
         };
         client.map_err(|e| Error::Config(format!("invalid Redis URL {}: {e}", self.redacted_url())))
+    }
+
+    fn tcp_settings(&self) -> redis::io::tcp::TcpSettings {
+        use redis::io::tcp::socket2::TcpKeepalive;
+        let settings = redis::io::tcp::TcpSettings::default().set_nodelay(self.tcp_nodelay);
+        let Some(idle) = self.tcp_keepalive else {
+            return settings;
+        };
+        let keepalive = TcpKeepalive::new().with_time(idle);
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+        let settings = settings.set_user_timeout(idle * 2);
+        #[cfg(not(any(target_os = "openbsd", target_os = "redox", target_os = "solaris")))]
+        let keepalive = keepalive.with_interval(idle / KEEPALIVE_PROBES);
+        #[cfg(not(any(
+            target_os = "openbsd",
+            target_os = "redox",
+            target_os = "solaris",
+            target_os = "windows"
+        )))]
+        let keepalive = keepalive.with_retries(KEEPALIVE_PROBES);
+        settings.set_keepalive(keepalive)
     }
 
     /// Warns once per process when connecting without a password while the
@@ -261,6 +343,8 @@ impl fmt::Debug for RedisConfig {
             .field("backoff_max", &self.backoff_max)
             .field("fail_fast", &self.fail_fast)
             .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("ping_interval", &self.ping_interval)
             .field("tls_root_cert", &self.tls_root_cert.as_ref().map(|_| "set"))
             .finish()
     }

@@ -117,6 +117,8 @@
 //! | `CACHE_RESPONSE_TIMEOUT` | Redis response timeout (`250ms`) | 250 ms |
 //! | `CACHE_BACKOFF_BASE` | first reconnect / circuit delay | 50 ms |
 //! | `CACHE_BACKOFF_MAX` | longest reconnect / circuit delay | 5 s |
+//! | `CACHE_TCP_KEEPALIVE` | Redis TCP keepalive idle time (`15s`), or `off` | 15 s |
+//! | `CACHE_PING_INTERVAL` | ping an idle Redis connection this often (`5s`), or `off` | 5 s |
 //! | `CACHE_FAIL_FAST` | `true`: startup fails if Redis is unreachable | `false` |
 //! | `CACHE_LOG_KEYS` | `true`: fail-open warnings show the key (it holds argument values) | `false` |
 
@@ -148,7 +150,7 @@ pub use cache::{
 pub use call::CallOutcome;
 pub use circuit::CircuitConfig;
 #[cfg(feature = "redis")]
-pub use config::{DEFAULT_REDIS_URL, RedisConfig};
+pub use config::{DEFAULT_PING_INTERVAL, DEFAULT_REDIS_URL, DEFAULT_TCP_KEEPALIVE, RedisConfig};
 #[cfg(feature = "postcard")]
 pub use entry::codec::Postcard;
 pub use entry::codec::{Bincode, Codec, CodecKind};

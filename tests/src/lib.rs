@@ -5,4 +5,5 @@
 
 #[cfg(doctest)]
 mod guide;
+pub mod proxy;
 pub mod redis_server;

@@ -516,7 +516,15 @@ fn configuration_precedence_is_code_then_environment_then_defaults() {
         ("CACHE_PREFIX", "from-env"),
         ("CACHE_DEFAULT_TTL", "90s"),
         ("CACHE_RESPONSE_TIMEOUT", "75ms"),
+        ("CACHE_TCP_KEEPALIVE", "off"),
+        ("CACHE_PING_INTERVAL", "2s"),
     ];
+    let (defaults_redis, _) = peer_with_env(&["-", "env"], &env[..1]);
+    assert!(
+        defaults_redis.contains("tcp_keepalive: Some(15s)")
+            && defaults_redis.contains("ping_interval: Some(5s)"),
+        "{defaults_redis}"
+    );
     let (from_env, _) = peer_with_env(&["-", "env"], &env);
     assert!(from_env.contains("RedisBackend"), "{from_env}");
     assert!(
@@ -527,6 +535,8 @@ fn configuration_precedence_is_code_then_environment_then_defaults() {
     assert!(from_env.contains("prefix: \"from-env\""), "{from_env}");
     assert!(from_env.contains("default_ttl: 90s"), "{from_env}");
     assert!(from_env.contains("response_timeout: 75ms"), "{from_env}");
+    assert!(from_env.contains("tcp_keepalive: None"), "{from_env}");
+    assert!(from_env.contains("ping_interval: Some(2s)"), "{from_env}");
 
     let (from_code, _) = peer_with_env(&["-", "env", "from-code"], &env);
     assert!(from_code.contains("prefix: \"from-code\""), "{from_code}");
@@ -565,6 +575,16 @@ fn configuration_precedence_is_code_then_environment_then_defaults() {
     assert!(out.is_empty(), "{out}");
     assert!(
         err.contains("CACHE_RESPONSE_TIMEOUT=") && err.contains("is not a duration"),
+        "{err}"
+    );
+    let zero = [
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("CACHE_PING_INTERVAL", "0s"),
+    ];
+    let (out, err) = peer_with_env(&["-", "env"], &zero);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("ping interval must be greater than zero"),
         "{err}"
     );
 }

@@ -146,13 +146,8 @@ impl CacheBuilder {
         if let Some(log_keys) = config::bool_var("CACHE_LOG_KEYS")? {
             self.log_keys = log_keys;
         }
-        match std::env::var("CACHE_SLOW_THRESHOLD").ok().as_deref() {
-            Some("off") => self.slow_threshold = Some(None),
-            _ => {
-                if let Some(slow) = config::duration_var("CACHE_SLOW_THRESHOLD")? {
-                    self.slow_threshold = Some(Some(slow));
-                }
-            }
+        if let Some(slow) = config::optional_duration_var("CACHE_SLOW_THRESHOLD")? {
+            self.slow_threshold = Some(slow);
         }
         if let Some(metrics) = config::bool_var("CACHE_METRICS")? {
             self.metrics = metrics;

@@ -1,6 +1,7 @@
 //! The Redis backend: one multiplexed connection per process through redis-rs'
 //! `ConnectionManager`, which pipelines concurrent requests from all tasks over
-//! it and reconnects with capped exponential backoff.
+//! it and reconnects with capped exponential backoff; a connection that goes
+//! silent without breaking is replaced ([`connection`]).
 //!
 //! Commands per operation:
 //!
@@ -17,9 +18,9 @@
 //! scans. Needs Redis 6.0 or newer (`SET .. KEEPTTL`).
 
 use std::fmt;
+use std::sync::Arc;
 #[cfg(feature = "tls")]
 use std::sync::Once;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +32,10 @@ use crate::config::RedisConfig;
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
 
+mod connection;
 mod scripts;
+
+use self::connection::Connection;
 
 const NAME: &str = "redis";
 
@@ -53,6 +57,8 @@ pub struct RedisBackend {
     connection: Arc<Connection>,
     scripts: Arc<Scripts>,
     response_timeout: Duration,
+    tcp_keepalive: Option<Duration>,
+    ping_interval: Option<Duration>,
     description: String,
 }
 
@@ -61,6 +67,8 @@ impl fmt::Debug for RedisBackend {
         f.debug_struct("RedisBackend")
             .field("url", &self.description)
             .field("response_timeout", &self.response_timeout)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("ping_interval", &self.ping_interval)
             .finish_non_exhaustive()
     }
 }
@@ -103,17 +111,20 @@ impl RedisBackend {
             .set_max_delay(config.backoff_max)
             .set_number_of_retries(config.reconnect_attempts());
         Ok(RedisBackend {
-            connection: Arc::new(Connection {
-                manager: OnceLock::new(),
+            connection: Arc::new(Connection::new(
                 client,
-                config: manager_config,
-            }),
+                manager_config,
+                config.response_timeout,
+                config.ping_interval,
+            )),
             scripts: Arc::new(Scripts {
                 shard: redis::Script::new(scripts::SHARD),
                 put: redis::Script::new(scripts::PUT),
                 invalidate: redis::Script::new(scripts::INVALIDATE),
             }),
             response_timeout: config.response_timeout,
+            tcp_keepalive: config.tcp_keepalive,
+            ping_interval: config.ping_interval,
             description,
         })
     }
@@ -135,42 +146,27 @@ impl RedisBackend {
                  cached calls outside one run uncached",
             ));
         }
-        let mut connection = self.connection.manager()?.clone();
-        let fut = async move { cmd.run(&mut connection).await };
+        let connection::Current { mut manager, id } = self.connection.get()?;
+        let fut = async move { cmd.run(&mut manager).await };
         match tokio::time::timeout(self.response_timeout, fut).await {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => {
+                self.connection.answered();
+                Ok(value)
+            }
             Ok(Err(e)) => Err(Error::backend(NAME, e)),
-            Err(_) => Err(Error::backend(
-                NAME,
-                format!(
-                    "no answer within the response timeout ({:?})",
-                    self.response_timeout
-                ),
-            )),
+            Err(_) => {
+                // The connection may have gone silent: the next request
+                // goes to a new one.
+                self.connection.timed_out(id);
+                Err(Error::backend(
+                    NAME,
+                    format!(
+                        "no answer within the response timeout ({:?})",
+                        self.response_timeout
+                    ),
+                ))
+            }
         }
-    }
-}
-
-/// The multiplexed connection, set up by the first command: redis-rs spawns
-/// its reconnecting task then, on the runtime that command runs on.
-struct Connection {
-    manager: OnceLock<ConnectionManager>,
-    client: redis::Client,
-    config: redis::aio::ConnectionManagerConfig,
-}
-
-impl Connection {
-    /// The connection manager; call inside a Tokio runtime.
-    fn manager(&self) -> Result<&ConnectionManager> {
-        if let Some(manager) = self.manager.get() {
-            return Ok(manager);
-        }
-        let manager =
-            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-                .map_err(|e| Error::backend(NAME, e))?;
-        // Two first commands may race: one manager wins, the other is dropped
-        // before it connected.
-        Ok(self.manager.get_or_init(|| manager))
     }
 }
 

@@ -1,0 +1,220 @@
+//! The Redis backend's connection: one multiplexed connection through
+//! redis-rs' `ConnectionManager`, which reconnects by itself when the
+//! connection breaks (an I/O error, a close), and is replaced by a new one
+//! when it goes silent without breaking.
+//!
+//! Silent connections: a NAT, a load balancer or a firewall that forgets a
+//! connection drops its packets without a FIN or an RST, and a peer that
+//! dies leaves no one to send either. The socket stays open; every request
+//! on it waits for the response timeout, and the next one is sent on it
+//! again, until TCP gives the connection up (hours when idle, about 15
+//! minutes with data in flight on Linux). TCP keepalive and
+//! `TCP_USER_TIMEOUT` ([`RedisConfig::tcp_keepalive`](crate::RedisConfig::tcp_keepalive))
+//! shorten that where the packets are really dropped; this module covers
+//! every case, a middlebox that keeps acknowledging included:
+//!
+//! - a request left unanswered for the response timeout replaces the
+//!   connection it was sent on (once: concurrent timeouts on the same
+//!   connection replace it once);
+//! - a watchdog task pings a connection that answered nothing for the ping
+//!   interval, so an idle one is replaced before a call needs it, and pings
+//!   the replacement at once so that it is connected when a call comes.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::NAME;
+use crate::error::{Error, Result};
+use crate::observe::Throttle;
+
+/// At most one "connection replaced" warning per this period.
+const WARN_PERIOD: Duration = Duration::from_secs(10);
+
+/// The connection in use, and which one it is.
+#[derive(Clone)]
+pub(super) struct Current {
+    pub(super) manager: ConnectionManager,
+    /// Counts replacements: a timeout replaces the connection it happened
+    /// on, not one that replaced it meanwhile.
+    pub(super) id: u64,
+}
+
+pub(super) struct Connection {
+    /// Set up by the first command: redis-rs spawns its tasks then, on the
+    /// runtime that command runs on.
+    current: RwLock<Option<Current>>,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    response_timeout: Duration,
+    ping_interval: Option<Duration>,
+    /// Set by every reply; the watchdog clears it each interval, and pings
+    /// when it finds it clear.
+    answered: AtomicBool,
+    /// Whether a watchdog task runs (cleared when it ends, also when its
+    /// runtime shuts down: the next command starts another).
+    watched: Arc<AtomicBool>,
+    replaced: Throttle,
+}
+
+impl Connection {
+    pub(super) fn new(
+        client: redis::Client,
+        config: ConnectionManagerConfig,
+        response_timeout: Duration,
+        ping_interval: Option<Duration>,
+    ) -> Connection {
+        Connection {
+            current: RwLock::new(None),
+            client,
+            config,
+            response_timeout,
+            ping_interval,
+            answered: AtomicBool::new(false),
+            watched: Arc::new(AtomicBool::new(false)),
+            replaced: Throttle::new(WARN_PERIOD),
+        }
+    }
+
+    /// The connection to send a request on; call inside a Tokio runtime.
+    pub(super) fn get(self: &Arc<Self>) -> Result<Current> {
+        if self.ping_interval.is_some() && !self.watched.load(Relaxed) {
+            self.watch();
+        }
+        if let Some(current) = &*self.current.read().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(current.clone());
+        }
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(current) = &*slot {
+            return Ok(current.clone());
+        }
+        let current = Current {
+            manager: self.open()?,
+            id: 0,
+        };
+        *slot = Some(current.clone());
+        Ok(current)
+    }
+
+    /// A reply came: the connection is alive.
+    pub(super) fn answered(&self) {
+        // Written only when it changes: a store on every reply would move
+        // the cache line between cores on every hit.
+        if !self.answered.load(Relaxed) {
+            self.answered.store(true, Relaxed);
+        }
+    }
+
+    /// Connection `id` left a request unanswered for the response timeout:
+    /// replaces it with a new connection, unless that happened already.
+    /// Requests still waiting on it time out as they would have; redis-rs
+    /// closes it when the last of them is gone.
+    pub(super) fn timed_out(&self, id: u64) {
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_none_or(|c| c.id != id) {
+            return;
+        }
+        let manager = match self.open() {
+            Ok(manager) => manager,
+            Err(error) => {
+                tracing::warn!(backend = NAME, %error, "cannot open a new Redis connection");
+                return;
+            }
+        };
+        *slot = Some(Current {
+            manager,
+            id: id + 1,
+        });
+        drop(slot);
+        if let Some(suppressed) = self.replaced.admit() {
+            tracing::warn!(
+                backend = NAME,
+                response_timeout = ?self.response_timeout,
+                suppressed,
+                "the Redis connection left a request unanswered for the response timeout; \
+                 replaced it with a new one"
+            );
+        }
+    }
+
+    fn open(&self) -> Result<ConnectionManager> {
+        ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+            .map_err(|e| Error::backend(NAME, e))
+    }
+
+    /// Starts the watchdog on the current runtime, unless one runs.
+    fn watch(self: &Arc<Self>) {
+        let Some(interval) = self.ping_interval else {
+            return;
+        };
+        if self.watched.swap(true, Relaxed) {
+            return;
+        }
+        let running = Running(Arc::clone(&self.watched));
+        tokio::spawn(watchdog(Arc::downgrade(self), interval, running));
+    }
+
+    /// Pings the current connection; a ping left unanswered replaces it.
+    /// Returns whether it answered.
+    async fn ping(self: &Arc<Self>) -> bool {
+        let Ok(Current { mut manager, id }) = self.get() else {
+            return false;
+        };
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(self.response_timeout, ping.query_async::<()>(&mut manager))
+            .await
+        {
+            Ok(Ok(())) => {
+                self.answered();
+                true
+            }
+            // An error reply, or a broken connection, which redis-rs
+            // replaces by itself.
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.timed_out(id);
+                false
+            }
+        }
+    }
+}
+
+/// Clears the "watched" flag when the watchdog ends, however it ends.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Relaxed);
+    }
+}
+
+/// Each interval, pings the connection if it answered nothing since the
+/// last one; after a replacement, pings the new one at once, which connects
+/// it. Ends when the backend is dropped.
+async fn watchdog(connection: Weak<Connection>, interval: Duration, _running: Running) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(connection) = connection.upgrade() else {
+            return;
+        };
+        if connection.answered.swap(false, Relaxed) {
+            continue;
+        }
+        let before = connection.current_id();
+        if !connection.ping().await && connection.current_id() != before {
+            connection.ping().await;
+        }
+    }
+}
+
+impl Connection {
+    fn current_id(&self) -> Option<u64> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.id)
+    }
+}
