@@ -111,16 +111,17 @@ impl Connection {
     /// replaces it with a new connection, unless that happened already.
     /// Requests still waiting on it time out as they would have; redis-rs
     /// closes it when the last of them is gone.
-    pub(super) fn timed_out(&self, id: u64) {
+    /// Returns whether this call replaced it.
+    pub(super) fn timed_out(&self, id: u64) -> bool {
         let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_none_or(|c| c.id != id) {
-            return;
+            return false;
         }
         let manager = match self.open() {
             Ok(manager) => manager,
             Err(error) => {
                 tracing::warn!(backend = NAME, %error, "cannot open a new Redis connection");
-                return;
+                return false;
             }
         };
         *slot = Some(Current {
@@ -137,6 +138,7 @@ impl Connection {
                  replaced it with a new one"
             );
         }
+        true
     }
 
     fn open(&self) -> Result<ConnectionManager> {
@@ -157,8 +159,8 @@ impl Connection {
     }
 
     /// Pings the current connection; a ping left unanswered replaces it.
-    /// Returns whether it answered.
-    async fn ping(self: &Arc<Self>) -> bool {
+    /// Returns whether it did.
+    async fn ping_replaced(self: &Arc<Self>) -> bool {
         let Ok(Current { mut manager, id }) = self.get() else {
             return false;
         };
@@ -168,15 +170,12 @@ impl Connection {
         {
             Ok(Ok(())) => {
                 self.answered();
-                true
+                false
             }
             // An error reply, or a broken connection, which redis-rs
             // replaces by itself.
             Ok(Err(_)) => false,
-            Err(_) => {
-                self.timed_out(id);
-                false
-            }
+            Err(_) => self.timed_out(id),
         }
     }
 }
@@ -202,19 +201,8 @@ async fn watchdog(connection: Weak<Connection>, interval: Duration, _running: Ru
         if connection.answered.swap(false, Relaxed) {
             continue;
         }
-        let before = connection.current_id();
-        if !connection.ping().await && connection.current_id() != before {
-            connection.ping().await;
+        if connection.ping_replaced().await {
+            connection.ping_replaced().await;
         }
-    }
-}
-
-impl Connection {
-    fn current_id(&self) -> Option<u64> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|c| c.id)
     }
 }
