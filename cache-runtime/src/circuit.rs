@@ -40,6 +40,9 @@ impl Default for CircuitConfig {
 #[derive(Debug)]
 pub(crate) struct Circuit {
     config: CircuitConfig,
+    /// False for a backend with circuits of its own (per slot): then this
+    /// one never opens.
+    enabled: bool,
     /// Fast path: false while closed, so a healthy call reads one atomic.
     tripped: AtomicBool,
     failures: AtomicU32,
@@ -68,6 +71,7 @@ impl Circuit {
     pub(crate) fn new(config: CircuitConfig) -> Self {
         Circuit {
             config,
+            enabled: true,
             tripped: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             state: Mutex::new(Tripped {
@@ -75,6 +79,15 @@ impl Circuit {
                 period: config.base,
                 probing: false,
             }),
+        }
+    }
+
+    /// A circuit that never opens: for a backend that isolates failures
+    /// itself ([`Backend::own_circuits`](crate::Backend::own_circuits)).
+    pub(crate) fn never_open(config: CircuitConfig) -> Self {
+        Circuit {
+            enabled: false,
+            ..Circuit::new(config)
         }
     }
 
@@ -134,6 +147,9 @@ impl Circuit {
     }
 
     fn failure(&self, probe: bool) -> Transition {
+        if !self.enabled {
+            return Transition::None;
+        }
         if !self.tripped.load(Relaxed) {
             let failures = self.failures.fetch_add(1, Relaxed) + 1;
             if failures < self.config.threshold {

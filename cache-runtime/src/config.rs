@@ -70,6 +70,9 @@ pub(crate) fn bool_var(name: &str) -> Result<Option<bool>> {
 #[derive(Clone)]
 pub struct RedisConfig {
     url: url::Url,
+    /// A cluster's seed nodes (then `url` is the first of them).
+    nodes: Option<Vec<url::Url>>,
+    pub(crate) replication: Option<Replication>,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) backoff_base: Duration,
@@ -80,6 +83,36 @@ pub struct RedisConfig {
     pub(crate) ping_interval: Option<Duration>,
     tls_root_cert: Option<Vec<u8>>,
 }
+
+/// How an invalidation waits for replicas: `WAIT replicas timeout` after
+/// its writes, on the same connection.
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Replication {
+    pub(crate) replicas: u32,
+    pub(crate) timeout: Duration,
+}
+
+#[cfg(feature = "redis")]
+impl Replication {
+    /// `Ok` if enough replicas acknowledged the writes before the `WAIT`.
+    pub(crate) fn check(&self, backend: &'static str, acknowledged: u32) -> Result<()> {
+        if acknowledged >= self.replicas {
+            return Ok(());
+        }
+        Err(Error::NotReplicated {
+            backend,
+            acknowledged,
+            wanted: self.replicas,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// The default [`RedisConfig::wait_for_replicas`] of a cluster: one replica,
+/// within 100 ms.
+#[cfg(feature = "cluster")]
+pub const DEFAULT_CLUSTER_REPLICATION: (u32, Duration) = (1, Duration::from_millis(100));
 
 /// The default idle time before TCP keepalive probes start: 15 s.
 #[cfg(feature = "redis")]
@@ -102,6 +135,8 @@ impl RedisConfig {
         let url = parse_url(url)?;
         Ok(RedisConfig {
             url,
+            nodes: None,
+            replication: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_millis(250),
             backoff_base: Duration::from_millis(50),
@@ -116,9 +151,43 @@ impl RedisConfig {
 
     /// `REDIS_URL` (default `redis://127.0.0.1:6379/0`) and the `CACHE_*`
     /// timeouts, backoff, fail-fast, keepalive and ping variables.
+    ///
+    /// With `REDIS_CLUSTER_NODES` set (feature `cluster`), a cluster
+    /// configuration instead: see [`cluster`](Self::cluster), with
+    /// `REDIS_USERNAME` and `REDIS_PASSWORD` for nodes given as `host:port`.
+    /// `CACHE_WAIT_REPLICAS` and `CACHE_WAIT_TIMEOUT` set
+    /// [`wait_for_replicas`](Self::wait_for_replicas).
     pub fn from_env() -> Result<RedisConfig> {
-        let url = var("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
-        let mut config = RedisConfig::new(&url)?;
+        let mut config = match (var("REDIS_CLUSTER_NODES"), var("REDIS_URL")) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "both REDIS_URL and REDIS_CLUSTER_NODES are set; set one: REDIS_URL for \
+                     one server, REDIS_CLUSTER_NODES for a cluster"
+                        .to_owned(),
+                ));
+            }
+            (Some(nodes), None) => RedisConfig::cluster_from_env(&nodes)?,
+            (None, url) => RedisConfig::new(url.as_deref().unwrap_or(DEFAULT_REDIS_URL))?,
+        };
+        let replicas = var("CACHE_WAIT_REPLICAS")
+            .map(|text| {
+                text.parse::<u32>().map_err(|_| {
+                    Error::Config(format!(
+                        "CACHE_WAIT_REPLICAS={text:?} is not a number of replicas; use 0, 1, 2..."
+                    ))
+                })
+            })
+            .transpose()?;
+        let wait_timeout = duration_var("CACHE_WAIT_TIMEOUT")?;
+        if replicas.is_some() || wait_timeout.is_some() {
+            let (default_replicas, default_timeout) = config
+                .replication
+                .map_or((1, Duration::from_millis(100)), |r| (r.replicas, r.timeout));
+            config = config.wait_for_replicas(
+                replicas.unwrap_or(default_replicas),
+                wait_timeout.unwrap_or(default_timeout),
+            );
+        }
         if let Some(d) = duration_var("CACHE_CONNECT_TIMEOUT")? {
             config = config.connect_timeout(d);
         }
@@ -139,6 +208,84 @@ impl RedisConfig {
         }
         config.check()?;
         Ok(config)
+    }
+
+    /// A Redis Cluster, reached through these seed nodes (feature
+    /// `cluster`): each `host:port`, or a URL `redis://[user:password@]host:port`
+    /// (`rediss://` for TLS). All nodes take one form, one scheme and one set
+    /// of credentials; the other nodes are found from the seeds. A cluster
+    /// has database 0 only.
+    ///
+    /// Invalidations wait for one replica by default
+    /// ([`DEFAULT_CLUSTER_REPLICATION`]; see
+    /// [`wait_for_replicas`](Self::wait_for_replicas)).
+    #[cfg(feature = "cluster")]
+    pub fn cluster<I, S>(nodes: I) -> Result<RedisConfig>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        RedisConfig::cluster_with(nodes, None)
+    }
+
+    /// `REDIS_CLUSTER_NODES`, comma-separated, with the credentials of
+    /// `REDIS_USERNAME` and `REDIS_PASSWORD`.
+    fn cluster_from_env(nodes: &str) -> Result<RedisConfig> {
+        #[cfg(feature = "cluster")]
+        {
+            let credentials = match (var("REDIS_USERNAME"), var("REDIS_PASSWORD")) {
+                (None, None) => None,
+                (user, password) => Some((user.unwrap_or_default(), password.unwrap_or_default())),
+            };
+            RedisConfig::cluster_with(nodes.split(','), credentials).map_err(|e| match e {
+                Error::Config(message) => Error::Config(format!("REDIS_CLUSTER_NODES: {message}")),
+                other => other,
+            })
+        }
+        #[cfg(not(feature = "cluster"))]
+        {
+            let _ = nodes;
+            Err(Error::Config(
+                "REDIS_CLUSTER_NODES is set but cache-runtime was built without its `cluster` feature"
+                    .to_owned(),
+            ))
+        }
+    }
+
+    #[cfg(feature = "cluster")]
+    fn cluster_with<I, S>(nodes: I, credentials: Option<(String, String)>) -> Result<RedisConfig>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let nodes = parse_nodes(nodes, credentials)?;
+        let mut config = RedisConfig::new(nodes[0].as_str())?;
+        config.url = nodes[0].clone();
+        config.nodes = Some(nodes);
+        let (replicas, timeout) = DEFAULT_CLUSTER_REPLICATION;
+        Ok(config.wait_for_replicas(replicas, timeout))
+    }
+
+    /// The cluster's seed nodes; `None` for one server.
+    pub(crate) fn nodes(&self) -> Option<&[url::Url]> {
+        self.nodes.as_deref()
+    }
+
+    /// Makes each invalidation wait until `replicas` replicas have its
+    /// writes, at most `timeout` (Redis' `WAIT`, on a connection of its
+    /// own so that hits never queue behind it). Redis replicates
+    /// asynchronously: without the wait, a replica promoted after a
+    /// failover may never have seen an invalidation the old primary
+    /// acknowledged, and the entries it removed come back.
+    ///
+    /// When fewer replicas acknowledge in time, the invalidation returns
+    /// [`Error::NotReplicated`]: it was applied on the primary and holds
+    /// unless that primary fails before its replicas catch up. `0` turns
+    /// the wait off. Default: off for one server, one replica within
+    /// 100 ms for a cluster. `CACHE_WAIT_REPLICAS`, `CACHE_WAIT_TIMEOUT`.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replication = (replicas > 0).then_some(Replication { replicas, timeout });
+        self
     }
 
     /// How long to wait for a connection. Default 1 s.
@@ -216,8 +363,17 @@ impl RedisConfig {
 
     /// The URL with its password replaced by `***`: the one after `user:`,
     /// and the `pass` query parameter of a `unix://` URL.
+    ///
+    /// For a cluster, its seed nodes so redacted, comma-separated.
     pub fn redacted_url(&self) -> String {
-        redact_input(self.url.as_str())
+        match &self.nodes {
+            None => redact_input(self.url.as_str()),
+            Some(nodes) => nodes
+                .iter()
+                .map(|node| redact_input(node.as_str()))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
     }
 
     /// The response timeout.
@@ -243,6 +399,7 @@ impl RedisConfig {
             ("backoff base", Some(self.backoff_base)),
             ("TCP keepalive", self.tcp_keepalive),
             ("ping interval", self.ping_interval),
+            ("replica wait timeout", self.replication.map(|r| r.timeout)),
         ]
         .into_iter()
         .filter_map(|(name, d)| Some((name, d?)))
@@ -289,7 +446,12 @@ impl RedisConfig {
         client.map_err(|e| Error::Config(format!("invalid Redis URL {}: {e}", self.redacted_url())))
     }
 
-    fn tcp_settings(&self) -> redis::io::tcp::TcpSettings {
+    #[cfg(feature = "cluster")]
+    pub(crate) fn root_cert(&self) -> Option<&[u8]> {
+        self.tls_root_cert.as_deref()
+    }
+
+    pub(crate) fn tcp_settings(&self) -> redis::io::tcp::TcpSettings {
         use redis::io::tcp::socket2::TcpKeepalive;
         let settings = redis::io::tcp::TcpSettings::default().set_nodelay(self.tcp_nodelay);
         let Some(idle) = self.tcp_keepalive else {
@@ -336,7 +498,15 @@ impl RedisConfig {
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &self.redacted_url())
+            .field(
+                if self.nodes.is_some() {
+                    "cluster_nodes"
+                } else {
+                    "url"
+                },
+                &self.redacted_url(),
+            )
+            .field("replication", &self.replication)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("backoff_base", &self.backoff_base)
@@ -481,6 +651,102 @@ fn parse_url(input: &str) -> Result<url::Url> {
         check_db(db).map_err(invalid)?;
     }
     Ok(url)
+}
+
+/// A cluster's seed nodes: `host:port` or URLs, all of one form, scheme
+/// and set of credentials, database 0.
+#[cfg(feature = "cluster")]
+fn parse_nodes<I, S>(nodes: I, credentials: Option<(String, String)>) -> Result<Vec<url::Url>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut parsed: Vec<url::Url> = Vec::new();
+    let mut bare = None;
+    for (i, node) in nodes.into_iter().enumerate() {
+        let node = node.as_ref().trim();
+        let shown = redact_input(node);
+        if node.is_empty() {
+            return Err(Error::Config(format!(
+                "cluster node {} is empty; list nodes as host:port,host:port",
+                i + 1
+            )));
+        }
+        let is_bare = !node.contains("://");
+        if *bare.get_or_insert(is_bare) != is_bare {
+            return Err(Error::Config(format!(
+                "cluster node `{shown}` mixes forms: give every node as host:port, or every node as a URL"
+            )));
+        }
+        let url = if is_bare {
+            let (host, port) = node.rsplit_once(':').ok_or_else(|| {
+                Error::Config(format!(
+                    "cluster node `{shown}` has no port; write it as host:port"
+                ))
+            })?;
+            if host.is_empty() || host.contains(['/', '@', '?', '#']) {
+                return Err(Error::Config(format!(
+                    "cluster node `{shown}` is not host:port"
+                )));
+            }
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(Error::Config(format!(
+                    "cluster node `{shown}` has no valid port (1 to 65535)"
+                )));
+            }
+            parse_url(&format!("redis://{node}"))?
+        } else {
+            parse_url(node)?
+        };
+        if url.scheme() != "redis" && url.scheme() != "rediss" {
+            return Err(Error::Config(format!(
+                "cluster node `{shown}`: a cluster is reached over TCP, redis:// or rediss://"
+            )));
+        }
+        if url.port().is_none() && is_bare {
+            return Err(Error::Config(format!("cluster node `{shown}` has no port")));
+        }
+        let db = url.path().trim_start_matches('/');
+        if !db.is_empty() && db != "0" {
+            return Err(Error::Config(format!(
+                "cluster node `{shown}` names database {db}; a cluster has database 0 only"
+            )));
+        }
+        if let Some(first) = parsed.first() {
+            if first.scheme() != url.scheme() {
+                return Err(Error::Config(format!(
+                    "cluster node `{shown}` mixes schemes: every node must use {}://",
+                    first.scheme()
+                )));
+            }
+            if (first.username(), first.password()) != (url.username(), url.password()) {
+                return Err(Error::Config(format!(
+                    "cluster node `{shown}` has other credentials than the first node; \
+                     every node must have the same user and password"
+                )));
+            }
+        }
+        parsed.push(url);
+    }
+    if parsed.is_empty() {
+        return Err(Error::Config(
+            "no cluster nodes given; list at least one as host:port".to_owned(),
+        ));
+    }
+    if let Some((user, password)) = credentials {
+        if parsed[0].password().is_some() || !parsed[0].username().is_empty() {
+            return Err(Error::Config(
+                "the credentials are given twice, in the node URLs and in REDIS_USERNAME/REDIS_PASSWORD; give them once"
+                    .to_owned(),
+            ));
+        }
+        for url in &mut parsed {
+            // Cannot fail on a redis:// URL with a host.
+            let _ = url.set_username(&user);
+            let _ = url.set_password((!password.is_empty()).then_some(password.as_str()));
+        }
+    }
+    Ok(parsed)
 }
 
 #[cfg(feature = "redis")]

@@ -26,6 +26,26 @@ pub enum Error {
         /// The backend's name.
         backend: &'static str,
     },
+    /// An invalidation was applied by the primary, but fewer replicas than
+    /// configured ([`RedisConfig::wait_for_replicas`]) confirmed it in time.
+    /// It holds unless that primary fails before its replicas catch up: a
+    /// replica promoted then may not have it, and entries it removed would
+    /// be served again. Retry it (invalidations are idempotent), or alert.
+    ///
+    /// [`RedisConfig::wait_for_replicas`]: crate::RedisConfig::wait_for_replicas
+    #[error(
+        "cache backend `{backend}` applied the invalidation, but {acknowledged} of {wanted} replicas confirmed it within {timeout:?}: a failover now could undo it; retry it"
+    )]
+    NotReplicated {
+        /// The backend's name.
+        backend: &'static str,
+        /// Replicas that confirmed it.
+        acknowledged: u32,
+        /// Replicas the backend waits for.
+        wanted: u32,
+        /// How long it waited.
+        timeout: std::time::Duration,
+    },
     /// The cache was closed with [`Cache::close`](crate::Cache::close).
     #[error("the cache is closed")]
     Closed,
@@ -66,6 +86,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether the backend answered, although with this error: a missing
+    /// replica acknowledgement is not a failing backend, and does not count
+    /// towards opening the circuit.
+    pub(crate) fn backend_answered(&self) -> bool {
+        matches!(self, Error::NotReplicated { .. })
+    }
+
     /// A [`Error::Backend`], for backend implementations.
     pub fn backend(backend: &'static str, message: impl fmt::Display) -> Self {
         Error::Backend {

@@ -141,14 +141,16 @@ pub mod testing;
 #[cfg(feature = "redis")]
 pub use backend::RedisBackend;
 pub use backend::{
-    Backend, Generation, Lookup, MemoryBackend, MemoryBackendBuilder, PutCondition, PutOutcome,
-    ShardState, Stored, Version,
+    Backend, Generation, Lookup, MemoryBackend, MemoryBackendBuilder, NodeHealth, PutCondition,
+    PutOutcome, ShardState, Stored, Version,
 };
 pub use cache::{
     Cache, CacheBuilder, DEFAULT_PREFIX, DEFAULT_SLOW_THRESHOLD, DEFAULT_TTL, Health, MAX_TTL,
 };
 pub use call::CallOutcome;
 pub use circuit::CircuitConfig;
+#[cfg(feature = "cluster")]
+pub use config::DEFAULT_CLUSTER_REPLICATION;
 #[cfg(feature = "redis")]
 pub use config::{DEFAULT_PING_INTERVAL, DEFAULT_REDIS_URL, DEFAULT_TCP_KEEPALIVE, RedisConfig};
 #[cfg(feature = "postcard")]

@@ -6,4 +6,5 @@
 #[cfg(doctest)]
 mod guide;
 pub mod proxy;
+pub mod redis_cluster;
 pub mod redis_server;

@@ -291,7 +291,8 @@ fn openssl(args: &[&str]) {
     }
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now (it may be taken before it is bound).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, RedisBackend, RedisConfig, cached};
 use cache_tests::redis_server::RedisServer;
+use common::peer_with_env;
 use serde::{Deserialize, Serialize};
 
 fn cache_at(url: &str) -> Cache {
@@ -183,17 +184,7 @@ async fn databases_are_isolated() {
 }
 
 fn peer(server: &RedisServer, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cache_peer"))
-        .arg(server.url())
-        .args(args)
-        .output()
-        .expect("cache_peer runs");
-    assert!(
-        out.status.success(),
-        "cache_peer {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    common::peer_at(&server.url(), args)
 }
 
 #[test]
@@ -488,20 +479,6 @@ async fn tls_with_a_self_signed_certificate() {
     let untrusted = cache_at(&url);
     assert_eq!(untrusted.scope(get_item(13)).await, Ok(item(13)));
     assert!(!untrusted.health().await.healthy);
-}
-
-/// Runs `cache_peer` with exactly these environment variables.
-fn peer_with_env(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cache_peer"));
-    cmd.args(args).env_clear();
-    for (name, value) in env {
-        cmd.env(name, value);
-    }
-    let out = cmd.output().expect("cache_peer runs");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -23,6 +23,7 @@ mod memory;
 mod redis;
 
 pub use memory::{MemoryBackend, MemoryBackendBuilder};
+
 #[cfg(feature = "redis")]
 pub use redis::RedisBackend;
 
@@ -182,6 +183,24 @@ pub enum PutOutcome {
     EntryChanged,
 }
 
+/// The nodes of a backend made of several (a Redis Cluster), as the
+/// cluster sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct NodeHealth {
+    /// Nodes the cluster knows, primaries and replicas.
+    pub known: usize,
+    /// Of those, the nodes that answer (not marked failing, link connected).
+    pub answering: usize,
+}
+
+impl NodeHealth {
+    /// For backend implementations.
+    pub fn new(known: usize, answering: usize) -> Self {
+        NodeHealth { known, answering }
+    }
+}
+
 /// Storage for cache entries.
 ///
 /// Keys are [`CacheKey`]s; values are opaque bytes with a [`Version`]. Two
@@ -231,6 +250,22 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
+
+    /// Whether the backend isolates failures itself, with circuit breakers
+    /// of its own (a cluster, per slot): the cache's circuit then never
+    /// opens, so that one failing node does not stop calls to the healthy
+    /// ones. Default false.
+    fn own_circuits(&self) -> bool {
+        false
+    }
+
+    /// The nodes behind the backend, for [`Cache::health`]: `None` for a
+    /// backend that is one node (the default).
+    ///
+    /// [`Cache::health`]: crate::Cache::health
+    async fn nodes(&self) -> Option<NodeHealth> {
+        None
+    }
 
     /// Releases connections. Called by [`Cache::close`] after in-flight
     /// writes finished. The default does nothing.

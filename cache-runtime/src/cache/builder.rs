@@ -75,8 +75,8 @@ impl fmt::Debug for CacheBuilder {
 
 impl CacheBuilder {
     /// A builder configured from the environment: `CACHE_PREFIX`,
-    /// `CACHE_DEFAULT_TTL`, and Redis if `REDIS_URL` is set (or
-    /// `CACHE_BACKEND=redis`), with its `CACHE_*` timeouts. See the table in
+    /// `CACHE_DEFAULT_TTL`, and Redis if `REDIS_URL` or `REDIS_CLUSTER_NODES`
+    /// is set (or `CACHE_BACKEND=redis`), with its `CACHE_*` timeouts. See the table in
     /// the [crate docs](crate#configuration). Settings made on the returned
     /// builder override the environment.
     ///
@@ -111,7 +111,9 @@ impl CacheBuilder {
         }
         let backend = config::var("CACHE_BACKEND").map(|b| b.to_ascii_lowercase());
         let use_redis = match backend.as_deref() {
-            None => config::var("REDIS_URL").is_some(),
+            None => {
+                config::var("REDIS_URL").is_some() || config::var("REDIS_CLUSTER_NODES").is_some()
+            }
             Some("redis") => true,
             Some("memory") => {
                 self = self.shared_backend(Arc::new(MemoryBackend::new()));
@@ -294,6 +296,7 @@ impl CacheBuilder {
         }
         let metrics = self.metrics;
         let backend_name = backend.name();
+        let own_circuits = backend.own_circuits();
         Ok(Cache {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -307,7 +310,11 @@ impl CacheBuilder {
                 throttle: Throttle::new(WARN_PERIOD),
                 timing: Timing::new(backend_name, slow_threshold, metrics, WARN_PERIOD),
                 circuit_config: circuit,
-                circuit: Circuit::new(circuit),
+                circuit: if own_circuits {
+                    Circuit::never_open(circuit)
+                } else {
+                    Circuit::new(circuit)
+                },
                 closed: AtomicBool::new(false),
                 writes_in_flight: AtomicUsize::new(0),
                 writes_done: Notify::new(),

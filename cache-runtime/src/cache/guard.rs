@@ -200,7 +200,12 @@ where
             cache.timed(*this.kind, start);
         }
         if let Admission::Admitted(permit) = std::mem::replace(this.admission, Admission::Done) {
-            cache.report(permit, result.is_ok());
+            cache.report(
+                permit,
+                result
+                    .as_ref()
+                    .map_or_else(Error::backend_answered, |_| true),
+            );
         }
         Poll::Ready(result)
     }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use self::builder::{CacheBuilder, DEFAULT_SLOW_THRESHOLD};
-use crate::backend::Backend;
+use crate::backend::{Backend, NodeHealth};
 use crate::call::flight::Flights;
 use crate::circuit::{Circuit, CircuitConfig};
 use crate::entry::CodecKind;
@@ -96,6 +96,10 @@ pub struct Health {
     /// successful ping closes the circuit, so this is rarely true when
     /// `healthy` is.
     pub circuit_open: bool,
+    /// For a backend of several nodes (a Redis Cluster): how many it has and
+    /// how many answer. Left out of the JSON for one node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodeHealth>,
 }
 
 impl Cache {
@@ -168,11 +172,20 @@ impl Cache {
                 .bypassing(Op::Ping, self.inner.backend.ping())
                 .await
                 .is_ok();
+        let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+        // Not through the circuit: a count of nodes says nothing about
+        // whether this cache's operations succeed.
+        let nodes = if self.is_closed() {
+            None
+        } else {
+            self.inner.backend.nodes().await
+        };
         Health {
             healthy,
-            latency_ms: start.elapsed().as_secs_f64() * 1000.0,
+            latency_ms,
             backend: self.inner.backend.name(),
             circuit_open: self.inner.circuit.is_open(),
+            nodes,
         }
     }
 

@@ -2,6 +2,7 @@
 //! test and reads, or invalidates, the same cached function.
 //!
 //! ```text
+//! (<redis-url> may be cluster=host:port,host:port: a Redis Cluster)
 //! cache_peer <redis-url> get <id> <db-value>   prints "<value> <ran|hit>"
 //! cache_peer <redis-url> invalidate <id>
 //! cache_peer <redis-url> invalidate-namespace
@@ -59,8 +60,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{:?}", builder.build()?);
         return Ok(());
     }
+    // `cluster=host:port,host:port`: a Redis Cluster.
+    let config = match url.strip_prefix("cluster=") {
+        Some(nodes) => RedisConfig::cluster(nodes.split(','))?,
+        None => RedisConfig::new(url)?,
+    };
     let cache = Cache::builder()
-        .redis(RedisConfig::new(url)?.fail_fast(true))
+        .redis(config.fail_fast(true))
         .connect()
         .await?;
     cache_runtime::install(cache).map_err(|_| "a cache was already installed")?;

@@ -386,3 +386,36 @@ where
             .unwrap();
     }
 }
+
+/// Runs `cache_peer` (a second process) with exactly these environment
+/// variables; returns its stdout and stderr.
+#[allow(dead_code)] // not every test binary runs peers
+pub fn peer_with_env(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cache_peer"));
+    cmd.args(args).env_clear();
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let out = cmd.output().expect("cache_peer runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `cache_peer` against `url` and returns its output; fails the test
+/// if it fails.
+#[allow(dead_code)]
+pub fn peer_at(url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cache_peer"))
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("cache_peer runs");
+    assert!(
+        out.status.success(),
+        "cache_peer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

@@ -24,30 +24,59 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
-use super::NAME;
 use crate::error::{Error, Result};
 use crate::observe::Throttle;
+
+/// How to open a connection: one node through a `ConnectionManager`, or a
+/// whole cluster through a `ClusterConnection` (one connection per node).
+pub(super) trait Open: Send + Sync + 'static {
+    /// A cheap handle to the connection, cloned for each request.
+    type Handle: ConnectionLike + Clone + Send + Sync + 'static;
+
+    /// The backend's name, for logs.
+    const NAME: &'static str;
+
+    /// Opens it lazily: nothing is sent until the first request, which
+    /// must run inside a Tokio runtime.
+    fn open(&self) -> Result<Self::Handle>;
+}
+
+/// One Redis server through redis-rs' `ConnectionManager`, which reconnects
+/// with capped exponential backoff when the connection breaks.
+pub(super) struct Single {
+    pub(super) client: redis::Client,
+    pub(super) config: ConnectionManagerConfig,
+}
+
+impl Open for Single {
+    type Handle = ConnectionManager;
+    const NAME: &'static str = super::NAME;
+
+    fn open(&self) -> Result<ConnectionManager> {
+        ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+            .map_err(|e| Error::backend(Self::NAME, e))
+    }
+}
 
 /// At most one "connection replaced" warning per this period.
 const WARN_PERIOD: Duration = Duration::from_secs(10);
 
 /// The connection in use, and which one it is.
 #[derive(Clone)]
-pub(super) struct Current {
-    pub(super) manager: ConnectionManager,
+pub(super) struct Current<H> {
+    pub(super) handle: H,
     /// Counts replacements: a timeout replaces the connection it happened
     /// on, not one that replaced it meanwhile.
     pub(super) id: u64,
 }
 
-pub(super) struct Connection {
+pub(super) struct Connection<O: Open> {
     /// Set up by the first command: redis-rs spawns its tasks then, on the
     /// runtime that command runs on.
-    current: RwLock<Option<Current>>,
-    client: redis::Client,
-    config: ConnectionManagerConfig,
+    current: RwLock<Option<Current<O::Handle>>>,
+    opener: O,
     response_timeout: Duration,
     ping_interval: Option<Duration>,
     /// Set by every reply; the watchdog clears it each interval, and pings
@@ -59,17 +88,15 @@ pub(super) struct Connection {
     replaced: Throttle,
 }
 
-impl Connection {
+impl<O: Open> Connection<O> {
     pub(super) fn new(
-        client: redis::Client,
-        config: ConnectionManagerConfig,
+        opener: O,
         response_timeout: Duration,
         ping_interval: Option<Duration>,
-    ) -> Connection {
+    ) -> Connection<O> {
         Connection {
             current: RwLock::new(None),
-            client,
-            config,
+            opener,
             response_timeout,
             ping_interval,
             answered: AtomicBool::new(false),
@@ -79,7 +106,7 @@ impl Connection {
     }
 
     /// The connection to send a request on; call inside a Tokio runtime.
-    pub(super) fn get(self: &Arc<Self>) -> Result<Current> {
+    pub(super) fn get(self: &Arc<Self>) -> Result<Current<O::Handle>> {
         if self.ping_interval.is_some() && !self.watched.load(Relaxed) {
             self.watch();
         }
@@ -91,7 +118,7 @@ impl Connection {
             return Ok(current.clone());
         }
         let current = Current {
-            manager: self.open()?,
+            handle: self.opener.open()?,
             id: 0,
         };
         *slot = Some(current.clone());
@@ -117,21 +144,18 @@ impl Connection {
         if slot.as_ref().is_none_or(|c| c.id != id) {
             return false;
         }
-        let manager = match self.open() {
-            Ok(manager) => manager,
+        let handle = match self.opener.open() {
+            Ok(handle) => handle,
             Err(error) => {
-                tracing::warn!(backend = NAME, %error, "cannot open a new Redis connection");
+                tracing::warn!(backend = O::NAME, %error, "cannot open a new Redis connection");
                 return false;
             }
         };
-        *slot = Some(Current {
-            manager,
-            id: id + 1,
-        });
+        *slot = Some(Current { handle, id: id + 1 });
         drop(slot);
         if let Some(suppressed) = self.replaced.admit() {
             tracing::warn!(
-                backend = NAME,
+                backend = O::NAME,
                 response_timeout = ?self.response_timeout,
                 suppressed,
                 "the Redis connection left a request unanswered for the response timeout; \
@@ -139,11 +163,6 @@ impl Connection {
             );
         }
         true
-    }
-
-    fn open(&self) -> Result<ConnectionManager> {
-        ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-            .map_err(|e| Error::backend(NAME, e))
     }
 
     /// Starts the watchdog on the current runtime, unless one runs.
@@ -161,12 +180,11 @@ impl Connection {
     /// Pings the current connection; a ping left unanswered replaces it.
     /// Returns whether it did.
     async fn ping_replaced(self: &Arc<Self>) -> bool {
-        let Ok(Current { mut manager, id }) = self.get() else {
+        let Ok(Current { mut handle, id }) = self.get() else {
             return false;
         };
         let ping = redis::cmd("PING");
-        match tokio::time::timeout(self.response_timeout, ping.query_async::<()>(&mut manager))
-            .await
+        match tokio::time::timeout(self.response_timeout, ping.query_async::<()>(&mut handle)).await
         {
             Ok(Ok(())) => {
                 self.answered();
@@ -192,7 +210,7 @@ impl Drop for Running {
 /// Each interval, pings the connection if it answered nothing since the
 /// last one; after a replacement, pings the new one at once, which connects
 /// it. Ends when the backend is dropped.
-async fn watchdog(connection: Weak<Connection>, interval: Duration, _running: Running) {
+async fn watchdog<O: Open>(connection: Weak<Connection<O>>, interval: Duration, _running: Running) {
     loop {
         tokio::time::sleep(interval).await;
         let Some(connection) = connection.upgrade() else {

@@ -25,17 +25,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
+use redis::aio::ConnectionLike;
 
-use super::{Backend, Generation, Lookup, PutCondition, PutOutcome, ShardState, Stored, Version};
+use super::{
+    Backend, Generation, Lookup, NodeHealth, PutCondition, PutOutcome, ShardState, Stored, Version,
+};
 use crate::config::RedisConfig;
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
 
+#[cfg(feature = "cluster")]
+mod cluster;
 mod connection;
 mod scripts;
 
-use self::connection::Connection;
+use self::connection::{Connection, Open, Single};
+use crate::config::Replication;
 
 const NAME: &str = "redis";
 
@@ -47,26 +52,74 @@ const SHARD_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The length of the version an entry's value starts with.
 const VERSION_LEN: usize = 8;
 
-/// A Redis (or Valkey) backend.
+/// A Redis (or Valkey) backend: one server, or a Redis Cluster (feature
+/// `cluster`).
 ///
 /// Built from a [`RedisConfig`]. Connecting is lazy unless
 /// [`RedisConfig::fail_fast`] is set: a service starts while Redis is down and
 /// its cached calls run uncached until Redis answers.
 #[derive(Clone)]
 pub struct RedisBackend {
-    connection: Arc<Connection>,
+    transport: Transport,
     scripts: Arc<Scripts>,
     response_timeout: Duration,
+    replication: Option<Replication>,
     tcp_keepalive: Option<Duration>,
     ping_interval: Option<Duration>,
     description: String,
 }
 
+/// Where requests go.
+#[derive(Clone)]
+enum Transport {
+    /// One server. Invalidations that wait for replicas go on a connection
+    /// of their own: a `WAIT` holds up every request behind it on its
+    /// connection, and hits must not queue behind it.
+    Single {
+        reads: Arc<Connection<Single>>,
+        writes: Arc<Connection<Single>>,
+    },
+    #[cfg(feature = "cluster")]
+    Cluster(Arc<cluster::Cluster>),
+}
+
+/// What a request is, for the transport: which connection it goes on, and
+/// on a cluster which slot's circuit it passes.
+#[derive(Clone, Copy)]
+// One server needs no key: its requests all go to the same place.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+enum Route<'a> {
+    /// A lookup or a store: on the connection hits use.
+    Read(&'a str),
+    /// An invalidation that waits for replicas: on the writes connection.
+    /// The number is how many waits may run before its own on the same
+    /// connection (a `WAIT` holds up what comes after it), itself included.
+    Write(&'a str, u32),
+    /// Not about a key (a ping).
+    Any,
+}
+
+impl Route<'_> {
+    #[cfg(feature = "cluster")]
+    fn key(&self) -> Option<&str> {
+        match *self {
+            Route::Read(key) | Route::Write(key, _) => Some(key),
+            Route::Any => None,
+        }
+    }
+}
+
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let field = match self.transport {
+            Transport::Single { .. } => "url",
+            #[cfg(feature = "cluster")]
+            Transport::Cluster(_) => "cluster_nodes",
+        };
         f.debug_struct("RedisBackend")
-            .field("url", &self.description)
+            .field(field, &self.description)
             .field("response_timeout", &self.response_timeout)
+            .field("replication", &self.replication)
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("ping_interval", &self.ping_interval)
             .finish_non_exhaustive()
@@ -95,34 +148,38 @@ impl RedisBackend {
     /// first command, which must run inside one (outside, commands fail and
     /// cached calls run uncached).
     pub fn lazy(config: RedisConfig) -> Result<RedisBackend> {
+        config.check()?;
         config.warn_if_unprotected();
         #[cfg(feature = "tls")]
         install_crypto_provider();
         let description = config.redacted_url();
-        let client = config.client()?;
-        // No response timeout in the manager: `request` bounds each request as a
-        // whole (including waits on a reconnect), and a second timer per
-        // request costs throughput under concurrency.
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(None)
-            .set_min_delay(config.backoff_base)
-            .set_exponent_base(2.0)
-            .set_max_delay(config.backoff_max)
-            .set_number_of_retries(config.reconnect_attempts());
+        let transport = match config.nodes() {
+            None => Transport::Single {
+                reads: Arc::new(single_connection(&config)?),
+                writes: Arc::new(single_connection(&config)?),
+            },
+            #[cfg(feature = "cluster")]
+            Some(_) => Transport::Cluster(Arc::new(cluster::Cluster::new(&config)?)),
+            #[cfg(not(feature = "cluster"))]
+            Some(_) => unreachable!("cluster configurations need the `cluster` feature"),
+        };
+        let transport = match transport {
+            // Without waits, one connection serves all.
+            Transport::Single { reads, .. } if config.replication.is_none() => Transport::Single {
+                writes: Arc::clone(&reads),
+                reads,
+            },
+            other => other,
+        };
         Ok(RedisBackend {
-            connection: Arc::new(Connection::new(
-                client,
-                manager_config,
-                config.response_timeout,
-                config.ping_interval,
-            )),
+            transport,
             scripts: Arc::new(Scripts {
                 shard: redis::Script::new(scripts::SHARD),
                 put: redis::Script::new(scripts::PUT),
                 invalidate: redis::Script::new(scripts::INVALIDATE),
             }),
             response_timeout: config.response_timeout,
+            replication: config.replication,
             tcp_keepalive: config.tcp_keepalive,
             ping_interval: config.ping_interval,
             description,
@@ -130,62 +187,131 @@ impl RedisBackend {
     }
 
     /// Runs one request and converts its reply.
-    async fn request<T: redis::FromRedisValue>(&self, cmd: impl RequestKind) -> Result<T> {
-        let value = self.request_value(cmd).await?;
-        redis::from_redis_value(value).map_err(|e| Error::backend(NAME, e))
+    async fn request<T: redis::FromRedisValue>(
+        &self,
+        route: Route<'_>,
+        cmd: impl RequestKind,
+    ) -> Result<T> {
+        let value = self.request_value(route, cmd).await?;
+        redis::from_redis_value(value).map_err(|e| Error::backend(self.name(), e))
     }
 
-    /// Runs one request with the response timeout, which bounds the whole wait
-    /// (a request may also wait for a reconnect), so a call never pays more.
-    async fn request_value(&self, cmd: impl RequestKind) -> Result<redis::Value> {
-        // redis-rs panics outside a Tokio runtime; a cached call must not.
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::backend(
-                NAME,
-                "the Redis backend needs a Tokio runtime (with I/O and timers); \
-                 cached calls outside one run uncached",
-            ));
+    /// Runs one request with the response timeout (see [`send`]).
+    async fn request_value(&self, route: Route<'_>, cmd: impl RequestKind) -> Result<redis::Value> {
+        match &self.transport {
+            Transport::Single { reads, writes } => {
+                let connection = match route {
+                    Route::Write(..) => writes,
+                    Route::Read(_) | Route::Any => reads,
+                };
+                send(connection, self.timeout_for(route), cmd).await
+            }
+            #[cfg(feature = "cluster")]
+            Transport::Cluster(cluster) => {
+                cluster
+                    .request(
+                        route.key(),
+                        matches!(route, Route::Write(..)),
+                        self.timeout_for(route),
+                        cmd,
+                    )
+                    .await
+            }
         }
-        let connection::Current { mut manager, id } = self.connection.get()?;
-        let fut = async move { cmd.run(&mut manager).await };
-        match tokio::time::timeout(self.response_timeout, fut).await {
-            Ok(Ok(value)) => {
-                self.connection.answered();
-                Ok(value)
+    }
+
+    /// The response timeout, and for a request that waits for replicas the
+    /// wait on top.
+    fn timeout_for(&self, route: Route<'_>) -> Duration {
+        match (route, &self.replication) {
+            (Route::Write(_, waits), Some(replication)) => {
+                self.response_timeout + replication.timeout * waits
             }
-            Ok(Err(e)) => Err(Error::backend(NAME, e)),
-            Err(_) => {
-                // The connection may have gone silent: the next request
-                // goes to a new one.
-                self.connection.timed_out(id);
-                Err(Error::backend(
-                    NAME,
-                    format!(
-                        "no answer within the response timeout ({:?})",
-                        self.response_timeout
-                    ),
-                ))
-            }
+            _ => self.response_timeout,
+        }
+    }
+}
+
+/// The single-node connection.
+fn single_connection(config: &RedisConfig) -> Result<Connection<Single>> {
+    // No response timeout in the manager: `send` bounds each request as a
+    // whole (including waits on a reconnect), and a second timer per
+    // request costs throughput under concurrency.
+    let manager_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(None)
+        .set_min_delay(config.backoff_base)
+        .set_exponent_base(2.0)
+        .set_max_delay(config.backoff_max)
+        .set_number_of_retries(config.reconnect_attempts());
+    Ok(Connection::new(
+        Single {
+            client: config.client()?,
+            config: manager_config,
+        },
+        config.response_timeout,
+        config.ping_interval,
+    ))
+}
+
+/// Runs one request on `connection` within `timeout`, which bounds the
+/// whole wait (a request may also wait for a reconnect), so a call never
+/// pays more. A request left unanswered replaces the connection.
+async fn send<O: Open>(
+    connection: &Arc<Connection<O>>,
+    timeout: Duration,
+    cmd: impl RequestKind,
+) -> Result<redis::Value> {
+    // redis-rs panics outside a Tokio runtime; a cached call must not.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::backend(
+            O::NAME,
+            "the Redis backend needs a Tokio runtime (with I/O and timers); \
+             cached calls outside one run uncached",
+        ));
+    }
+    let connection::Current { mut handle, id } = connection.get()?;
+    let fut = async move { cmd.run(&mut handle).await };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(value)) => {
+            connection.answered();
+            Ok(value)
+        }
+        Ok(Err(e)) => Err(Error::backend(O::NAME, e)),
+        Err(_) => {
+            // The connection may have gone silent: the next request
+            // goes to a new one.
+            connection.timed_out(id);
+            Err(Error::backend(
+                O::NAME,
+                format!("no answer within the response timeout ({timeout:?})"),
+            ))
         }
     }
 }
 
 /// A command or pipeline, run on the shared connection.
 trait RequestKind: Send + 'static {
-    fn run(
+    fn run<C: ConnectionLike + Send>(
         self,
-        connection: &mut ConnectionManager,
+        connection: &mut C,
     ) -> impl Future<Output = redis::RedisResult<redis::Value>> + Send;
 }
 
 impl RequestKind for redis::Cmd {
-    async fn run(self, connection: &mut ConnectionManager) -> redis::RedisResult<redis::Value> {
+    async fn run<C: ConnectionLike + Send>(
+        self,
+        connection: &mut C,
+    ) -> redis::RedisResult<redis::Value> {
         self.query_async(connection).await
     }
 }
 
 impl RequestKind for redis::Pipeline {
-    async fn run(self, connection: &mut ConnectionManager) -> redis::RedisResult<redis::Value> {
+    async fn run<C: ConnectionLike + Send>(
+        self,
+        connection: &mut C,
+    ) -> redis::RedisResult<redis::Value> {
         self.query_async(connection).await
     }
 }
@@ -215,7 +341,10 @@ struct ScriptCall {
 }
 
 impl RequestKind for ScriptCall {
-    async fn run(self, connection: &mut ConnectionManager) -> redis::RedisResult<redis::Value> {
+    async fn run<C: ConnectionLike + Send>(
+        self,
+        connection: &mut C,
+    ) -> redis::RedisResult<redis::Value> {
         let ScriptCall {
             scripts,
             name,
@@ -316,8 +445,9 @@ fn split_stored(value: Vec<u8>) -> Stored {
 }
 
 /// The reply to `MGET entry gen`, taken apart without copying the entry.
-fn parse_lookup(reply: redis::Value) -> Result<Lookup> {
-    let unexpected = |what: &str| Error::backend(NAME, format!("unexpected reply to MGET: {what}"));
+fn parse_lookup(backend: &'static str, reply: redis::Value) -> Result<Lookup> {
+    let unexpected =
+        |what: &str| Error::backend(backend, format!("unexpected reply to MGET: {what}"));
     let redis::Value::Array(items) = reply else {
         return Err(unexpected("not an array"));
     };
@@ -347,10 +477,40 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// Sends an invalidation's writes and, if the backend waits for
+    /// replicas, a `WAIT` after them in the same pipeline (so on the same
+    /// connection, right after them); checks its count.
+    ///
+    /// `waits` is how many such writes are sent at once (with this one): on
+    /// a cluster their waits queue on each node's connection, and the
+    /// timeout allows for all of them.
+    async fn write_replicated(
+        &self,
+        key: &str,
+        mut pipeline: redis::Pipeline,
+        waits: u32,
+    ) -> Result<()> {
+        let Some(replication) = self.replication else {
+            return self.request::<()>(Route::Read(key), pipeline).await;
+        };
+        pipeline
+            .cmd("WAIT")
+            .arg(replication.replicas)
+            .arg(replication.timeout.as_millis().max(1) as u64);
+        let (acknowledged,): (u32,) = self.request(Route::Write(key, waits), pipeline).await?;
+        replication.check(self.name(), acknowledged)
+    }
+}
+
 #[async_trait]
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
-        NAME
+        match self.transport {
+            Transport::Single { .. } => NAME,
+            #[cfg(feature = "cluster")]
+            Transport::Cluster(_) => cluster::NAME,
+        }
     }
 
     async fn get(&self, key: &CacheKey) -> Result<Lookup> {
@@ -362,21 +522,29 @@ impl Backend for RedisBackend {
             MGET.len() + key.len() + shard.len() + GENERATION_SUFFIX.len(),
         );
         cmd.arg(MGET).arg(key).arg(GenerationKey(shard));
-        parse_lookup(self.request_value(cmd).await?)
+        parse_lookup(
+            self.name(),
+            self.request_value(Route::Read(key), cmd).await?,
+        )
     }
 
     async fn shard(&self, shard: &str) -> Result<ShardState> {
+        let key = generation_key(shard);
         let call = self.script(
             ScriptName::Shard,
-            vec![generation_key(shard).into_bytes()],
+            vec![key.clone().into_bytes()],
             vec![
                 shard_text(ShardState::fresh()).into_bytes(),
                 SHARD_TTL.as_secs().to_string().into_bytes(),
             ],
         );
-        let text: Vec<u8> = self.request(call).await?;
-        parse_shard(&text)
-            .ok_or_else(|| Error::backend(NAME, "the shard state script returned something else"))
+        let text: Vec<u8> = self.request(Route::Read(&key), call).await?;
+        parse_shard(&text).ok_or_else(|| {
+            Error::backend(
+                self.name(),
+                "the shard state script returned something else",
+            )
+        })
     }
 
     async fn put(
@@ -409,7 +577,7 @@ impl Backend for RedisBackend {
                 shard_ttl.to_string().into_bytes(),
             ],
         );
-        let outcome: i64 = self.request(call).await?;
+        let outcome: i64 = self.request(Route::Read(key.as_str()), call).await?;
         Ok(match outcome {
             0 => PutOutcome::Stored,
             1 => PutOutcome::GenerationChanged,
@@ -419,43 +587,101 @@ impl Backend for RedisBackend {
     }
 
     async fn invalidate(&self, key: &CacheKey) -> Result<()> {
-        let call = self.script(
-            ScriptName::Invalidate,
-            vec![
-                key.as_str().into(),
-                generation_key(key.shard()).into_bytes(),
-            ],
-            vec![
-                shard_text(ShardState::fresh()).into_bytes(),
-                SHARD_TTL.as_secs().to_string().into_bytes(),
-                scripts::MAX_EPOCH.to_string().into_bytes(),
-            ],
-        );
-        self.request::<()>(call).await
+        let keys = [
+            key.as_str().as_bytes().to_vec(),
+            generation_key(key.shard()).into_bytes(),
+        ];
+        let args = [
+            shard_text(ShardState::fresh()).into_bytes(),
+            SHARD_TTL.as_secs().to_string().into_bytes(),
+            scripts::MAX_EPOCH.to_string().into_bytes(),
+        ];
+        if self.replication.is_none() {
+            let call = self.script(ScriptName::Invalidate, keys.into(), args.into());
+            return self.request::<()>(Route::Read(key.as_str()), call).await;
+        }
+        // `EVAL`, not `EVALSHA`: a pipeline cannot load a missing script
+        // and run the rest again, and invalidations are rare enough to send
+        // the script's text.
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("EVAL")
+            .arg(scripts::INVALIDATE)
+            .arg(keys.len())
+            .arg(&keys[..])
+            .arg(&args[..])
+            .ignore();
+        self.write_replicated(key.as_str(), pipeline, 1).await
     }
 
     async fn bump(&self, shards: &[String]) -> Result<()> {
-        let mut pipeline = redis::pipe();
-        for shard in shards {
-            pipeline
-                .cmd("SET")
-                .arg(generation_key(shard))
-                .arg(shard_text(ShardState::fresh()))
-                .arg("EX")
-                .arg(SHARD_TTL.as_secs())
-                .ignore();
-        }
-        self.request::<()>(pipeline).await
+        // One pipeline per node on a cluster (per slot: a pipeline cannot
+        // cross slots), all at once; one pipeline on a single server.
+        let groups: Vec<Vec<String>> = match self.transport {
+            Transport::Single { .. } => vec![shards.iter().map(|s| generation_key(s)).collect()],
+            #[cfg(feature = "cluster")]
+            Transport::Cluster(_) => cluster::by_slot(shards.iter().map(|s| generation_key(s))),
+        };
+        let waits = u32::try_from(groups.len()).unwrap_or(u32::MAX);
+        let bumps = groups.iter().map(|keys| {
+            let mut pipeline = redis::pipe();
+            for key in keys {
+                pipeline
+                    .cmd("SET")
+                    .arg(key)
+                    .arg(shard_text(ShardState::fresh()))
+                    .arg("EX")
+                    .arg(SHARD_TTL.as_secs())
+                    .ignore();
+            }
+            self.write_replicated(&keys[0], pipeline, waits)
+        });
+        // Every group is sent and answered, even when one fails: an error
+        // then says which went wrong, and the rest are done.
+        let results = futures_util::future::join_all(bumps).await;
+        worst(results)
     }
 
     async fn ping(&self) -> Result<()> {
-        self.request::<()>(redis::cmd("PING")).await
+        self.request::<()>(Route::Any, redis::cmd("PING")).await
     }
 
     fn operation_timeout(&self) -> Option<Duration> {
         // `request` bounds every request by the response timeout.
         None
     }
+
+    fn own_circuits(&self) -> bool {
+        match self.transport {
+            Transport::Single { .. } => false,
+            #[cfg(feature = "cluster")]
+            Transport::Cluster(_) => true,
+        }
+    }
+
+    async fn nodes(&self) -> Option<NodeHealth> {
+        match &self.transport {
+            Transport::Single { .. } => None,
+            #[cfg(feature = "cluster")]
+            Transport::Cluster(cluster) => Some(cluster.nodes(self.response_timeout).await),
+        }
+    }
+}
+
+/// The first error that is not a missing replica acknowledgement, else the
+/// first error, else `Ok`.
+fn worst(results: Vec<Result<()>>) -> Result<()> {
+    let mut not_replicated = None;
+    for result in results {
+        match result {
+            Ok(()) => {}
+            Err(e @ Error::NotReplicated { .. }) => {
+                not_replicated.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    not_replicated.map_or(Ok(()), Err)
 }
 
 /// rustls needs a process-wide crypto provider; install ring's once, unless the
@@ -532,7 +758,7 @@ mod tests {
             Value::BulkString(b"7:3".to_vec()),
         ]);
         assert_eq!(
-            parse_lookup(reply).unwrap(),
+            parse_lookup(NAME, reply).unwrap(),
             Lookup {
                 entry: Some(Stored {
                     version: Version::from_bytes(b"12345678"),
@@ -545,11 +771,11 @@ mod tests {
             }
         );
         let empty = Value::Array(vec![Value::Nil, Value::Nil]);
-        assert_eq!(parse_lookup(empty).unwrap(), Lookup::default());
+        assert_eq!(parse_lookup(NAME, empty).unwrap(), Lookup::default());
         // Garbage too short for a version: all version, no bytes (a miss
         // that the next store can still replace).
         let short = Value::Array(vec![Value::BulkString(b"x".to_vec()), Value::Nil]);
-        let entry = parse_lookup(short).unwrap().entry.unwrap();
+        let entry = parse_lookup(NAME, short).unwrap().entry.unwrap();
         assert_eq!(
             (entry.version.as_bytes(), entry.bytes.len()),
             (&b"x"[..], 0)
@@ -557,10 +783,10 @@ mod tests {
         // A shard state that is not ours is none: the entry is then a miss,
         // never a hit under a guessed generation.
         let foreign = Value::Array(vec![Value::Nil, Value::Int(7)]);
-        assert_eq!(parse_lookup(foreign).unwrap().shard, None);
-        assert!(parse_lookup(Value::Array(vec![Value::Nil])).is_err());
-        assert!(parse_lookup(Value::Okay).is_err());
+        assert_eq!(parse_lookup(NAME, foreign).unwrap().shard, None);
+        assert!(parse_lookup(NAME, Value::Array(vec![Value::Nil])).is_err());
+        assert!(parse_lookup(NAME, Value::Okay).is_err());
         let not_a_string = Value::Array(vec![Value::Int(1), Value::Nil]);
-        assert!(parse_lookup(not_a_string).is_err());
+        assert!(parse_lookup(NAME, not_a_string).is_err());
     }
 }

@@ -1,0 +1,545 @@
+//! The Redis Cluster backend against a real cluster of three primaries and
+//! three replicas, started by each test: conformance, how a namespace
+//! spreads and what a hit costs, health, other processes, invalidations
+//! that wait for replicas, a primary killed under load, and slots resharded
+//! under load.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use cache_runtime::{Cache, CallOutcome, Error, RedisBackend, RedisConfig, cached};
+use cache_tests::redis_cluster::RedisCluster;
+use common::peer_with_env;
+
+fn config(cluster: &RedisCluster) -> RedisConfig {
+    RedisConfig::cluster(cluster.seeds()).unwrap()
+}
+
+fn cache_on(cluster: &RedisCluster) -> Cache {
+    Cache::builder().redis(config(cluster)).build().unwrap()
+}
+
+static RUNS: LazyLock<common::Runs> = LazyLock::new(Default::default);
+
+#[cached(namespace = "spread", ttl = 60)]
+async fn spread(id: u64) -> u64 {
+    RUNS.record(id);
+    id * 10
+}
+
+/// The load tests' function: a key's true version, with the key, so that a
+/// value of another key would show.
+const KEYS: usize = 48;
+
+/// One truth per load test: the tests of this file may run at once.
+static TRUTHS: LazyLock<[common::Truth; 2]> =
+    LazyLock::new(|| [common::Truth::new(KEYS), common::Truth::new(KEYS)]);
+
+const FAILOVER: usize = 0;
+const RESHARD: usize = 1;
+
+#[cached(namespace = "truth", ttl = 60)]
+async fn versioned(run: usize, key: u64) -> (u64, u64) {
+    (key, TRUTHS[run].versions[key as usize].load(SeqCst))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Conformance, the spread of a namespace, one command per hit, health,
+/// and cross-process invalidation; then a replica killed: invalidations on
+/// its primary's slots say that no replica confirmed them.
+#[test]
+fn a_cluster_serves_as_one_redis_and_says_when_no_replica_confirmed() {
+    let mut cluster = RedisCluster::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let backend = RedisBackend::connect(config(&cluster)).await.unwrap();
+        cache_runtime::testing::conformance::run_all(Arc::new(backend), "conf").await;
+    });
+
+    // A namespace spreads over every primary.
+    let cache = cache_on(&cluster);
+    rt.block_on(async {
+        for id in 0..64 {
+            assert_eq!(cache.scope(spread(id)).await, id * 10);
+        }
+    });
+    let primaries = cluster.primaries();
+    assert_eq!(primaries.len(), 3);
+    for primary in &primaries {
+        let keys: u64 = cluster
+            .node(primary.port)
+            .cli(&["DBSIZE"])
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            keys > 0,
+            "primary {} holds none of the namespace",
+            primary.port
+        );
+    }
+
+    // A hit is one command on one node.
+    let quiet = Cache::builder()
+        .redis(config(&cluster).ping_interval(None))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for id in 0..8 {
+            quiet.scope(spread(id)).await;
+        }
+    });
+    let runs = RUNS.of(5);
+    cluster.reset_stats();
+    let value = rt.block_on(quiet.scope(spread(5)));
+    assert_eq!(value, 50);
+    assert_eq!(RUNS.of(5), runs, "a hit");
+    let calls = cluster.command_calls();
+    let commands: Vec<_> = calls
+        .iter()
+        .filter(|((_, command), n)| {
+            **n > 0
+                && !matches!(
+                    command.as_str(),
+                    "info" | "config|resetstat" | "cluster|nodes"
+                )
+        })
+        .collect();
+    assert_eq!(commands.len(), 1, "one command on one node: {commands:?}");
+    assert_eq!(commands[0].0.1, "mget");
+    assert_eq!(*commands[0].1, 1);
+
+    // Health counts the nodes.
+    let health = rt.block_on(cache.health());
+    assert!(health.healthy, "{health:?}");
+    assert_eq!(health.backend, "redis-cluster");
+    let nodes = health.nodes.expect("a cluster reports its nodes");
+    assert_eq!((nodes.known, nodes.answering), (6, 6));
+    let json = serde_json::to_value(&health).unwrap();
+    assert_eq!(json["nodes"]["known"], 6);
+
+    // Another process invalidates; this one sees it.
+    let peer_url = format!("cluster={}", cluster.seed_list());
+    assert_eq!(
+        common::peer_at(&peer_url, &["get", "7", "old"]),
+        "7=old ran"
+    );
+    assert_eq!(
+        common::peer_at(&peer_url, &["get", "7", "new"]),
+        "7=old hit"
+    );
+    common::peer_at(&peer_url, &["invalidate", "7"]);
+    assert_eq!(
+        common::peer_at(&peer_url, &["get", "7", "new"]),
+        "7=new ran"
+    );
+    common::peer_at(&peer_url, &["invalidate-namespace"]);
+    assert_eq!(
+        common::peer_at(&peer_url, &["get", "7", "newer"]),
+        "7=newer ran"
+    );
+
+    // A replica dies: invalidations its primary applies cannot be
+    // confirmed, and say so; the others are confirmed; hits go on.
+    let victim = primaries[0].port;
+    for replica in cluster.replicas_of(victim) {
+        cluster.kill(replica);
+    }
+    let (mut confirmed, mut unconfirmed) = (0, 0);
+    rt.block_on(async {
+        for id in 0..64 {
+            match cache.scope(spread_invalidate(&id)).await {
+                Ok(()) => confirmed += 1,
+                Err(Error::NotReplicated {
+                    acknowledged: 0,
+                    wanted: 1,
+                    ..
+                }) => unconfirmed += 1,
+                Err(e) => panic!("invalidation {id}: {e}"),
+            }
+        }
+        match cache.invalidate_namespace(SPREAD_NAMESPACE).await {
+            Err(Error::NotReplicated { .. }) => {}
+            other => panic!("a namespace spans every primary: {other:?}"),
+        }
+        for id in 0..64 {
+            assert_eq!(cache.scope(spread(id)).await, id * 10);
+        }
+    });
+    assert!(
+        confirmed > 0 && unconfirmed > 0,
+        "{confirmed} confirmed, {unconfirmed} not"
+    );
+}
+
+/// What a run under load saw.
+struct Load {
+    run: usize,
+    calls: AtomicU64,
+    hits: AtomicU64,
+    uncached: AtomicU64,
+    wrong_key: AtomicU64,
+    slowest_ms: AtomicU64,
+    invalidations_ok: AtomicU64,
+    invalidations_unconfirmed: AtomicU64,
+    invalidations_failed: AtomicU64,
+    not_hit_since: Mutex<Option<Recovery>>,
+}
+
+/// Since a fault: when it was, the keys not hit since, and when the last
+/// of them was.
+type Recovery = (Instant, HashSet<u64>, Option<Instant>);
+
+impl Load {
+    fn new(run: usize) -> Load {
+        Load {
+            run,
+            calls: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            uncached: AtomicU64::new(0),
+            wrong_key: AtomicU64::new(0),
+            slowest_ms: AtomicU64::new(0),
+            invalidations_ok: AtomicU64::new(0),
+            invalidations_unconfirmed: AtomicU64::new(0),
+            invalidations_failed: AtomicU64::new(0),
+            not_hit_since: Mutex::new(None),
+        }
+    }
+
+    fn truth(&self) -> &'static common::Truth {
+        &TRUTHS[self.run]
+    }
+
+    /// From now on, track which keys have been hit.
+    fn mark(&self) {
+        *self.not_hit_since.lock().unwrap() =
+            Some((Instant::now(), (0..KEYS as u64).collect(), None));
+    }
+
+    /// How long after `mark` every key had been hit again.
+    fn all_hit_after(&self) -> Option<Duration> {
+        let guard = self.not_hit_since.lock().unwrap();
+        let (since, _, done) = guard.as_ref()?;
+        done.map(|done| done - *since)
+    }
+
+    fn hit(&self, key: u64) {
+        let mut guard = self.not_hit_since.lock().unwrap();
+        if let Some((_, keys, done)) = guard.as_mut()
+            && keys.remove(&key)
+            && keys.is_empty()
+        {
+            *done = Some(Instant::now());
+        }
+    }
+
+    fn report(&self, what: &str) {
+        eprintln!(
+            "{what}: {} calls, {} hits, {} uncached, {} wrong values, {} stale, slowest call {} ms; \
+             invalidations: {} confirmed, {} not confirmed by a replica, {} failed; \
+             every key hit again {:?} after the fault",
+            self.calls.load(SeqCst),
+            self.hits.load(SeqCst),
+            self.uncached.load(SeqCst),
+            self.wrong_key.load(SeqCst),
+            self.truth().stale.load(SeqCst),
+            self.slowest_ms.load(SeqCst),
+            self.invalidations_ok.load(SeqCst),
+            self.invalidations_unconfirmed.load(SeqCst),
+            self.invalidations_failed.load(SeqCst),
+            self.all_hit_after(),
+        );
+    }
+}
+
+/// Starts the load.
+fn start_load(
+    cache: &Cache,
+    load: &Arc<Load>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    load_tasks(cache, load, stop)
+        .into_iter()
+        .map(tokio::spawn)
+        .collect()
+}
+
+/// Stops the load and joins it, failing on a task that does not end
+/// within a bound only a hang reaches.
+async fn stop_load(tasks: Vec<tokio::task::JoinHandle<()>>, stop: &AtomicBool) {
+    stop.store(true, SeqCst);
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("a task hung")
+            .unwrap();
+    }
+}
+
+/// 28 readers and 4 writers on `cache` until `stop`.
+fn load_tasks(
+    cache: &Cache,
+    load: &Arc<Load>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<impl Future<Output = ()> + Send + 'static> {
+    let mut tasks = Vec::new();
+    for task in 0..32u64 {
+        let (cache, load, stop) = (cache.clone(), Arc::clone(load), Arc::clone(stop));
+        tasks.push(async move {
+            let mut rng = fastrand::Rng::with_seed(task);
+            while !stop.load(SeqCst) {
+                let key = rng.u64(..KEYS as u64);
+                let (run, truth) = (load.run, load.truth());
+                if task < 4 {
+                    let result = Mutex::new(None);
+                    truth
+                        .write(key as usize, async {
+                            let r = cache.scope(versioned_invalidate(&run, &key)).await;
+                            let ok = r.is_ok();
+                            *result.lock().unwrap() = Some(r);
+                            if ok { Ok(()) } else { Err(Error::Closed) }
+                        })
+                        .await;
+                    match result.into_inner().unwrap().expect("ran") {
+                        Ok(()) => load.invalidations_ok.fetch_add(1, SeqCst),
+                        Err(Error::NotReplicated { .. }) => {
+                            load.invalidations_unconfirmed.fetch_add(1, SeqCst)
+                        }
+                        Err(_) => load.invalidations_failed.fetch_add(1, SeqCst),
+                    };
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                let start = Instant::now();
+                truth
+                    .read(key as usize, || async {
+                        let ((seen_key, version), outcome) = cache
+                            .scope(cache_runtime::with_outcome(versioned(run, key)))
+                            .await;
+                        if seen_key != key {
+                            load.wrong_key.fetch_add(1, SeqCst);
+                        }
+                        match outcome {
+                            Some(CallOutcome::Hit) => {
+                                load.hits.fetch_add(1, SeqCst);
+                                load.hit(key);
+                            }
+                            Some(CallOutcome::Uncached) => {
+                                load.uncached.fetch_add(1, SeqCst);
+                            }
+                            _ => {}
+                        }
+                        version
+                    })
+                    .await;
+                load.calls.fetch_add(1, SeqCst);
+                load.slowest_ms
+                    .fetch_max(start.elapsed().as_millis() as u64, SeqCst);
+            }
+        });
+    }
+    tasks
+}
+
+/// After a run: every key read once more, in a new cache (no flight or
+/// process state): every invalidation that returned `Ok` is still final.
+async fn check_final(cluster: &RedisCluster, run: usize) {
+    let cache = cache_on(cluster);
+    for key in 0..KEYS as u64 {
+        TRUTHS[run]
+            .read(key as usize, || async {
+                cache.scope(versioned(run, key)).await.1
+            })
+            .await;
+    }
+}
+
+/// A primary SIGKILLed while 32 tasks call: no call fails or returns a
+/// wrong or stale value, and caching resumes once its replica is promoted.
+#[test]
+fn a_primary_killed_under_load_loses_nothing_and_caching_resumes() {
+    let mut cluster = RedisCluster::start();
+    let rt = runtime();
+    let cache = cache_on(&cluster);
+    let load = Arc::new(Load::new(FAILOVER));
+    let stop = Arc::new(AtomicBool::new(false));
+    rt.block_on(async {
+        for key in 0..KEYS as u64 {
+            cache.scope(versioned(FAILOVER, key)).await;
+        }
+        let tasks = start_load(&cache, &load, &stop);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        let victim = cluster.primaries()[0].port;
+        let killed = Instant::now();
+        load.mark();
+        cluster.kill(victim);
+        // Until every key hits again (the killed primary's slots once its
+        // replica took over), then one more second of load.
+        common::eventually("every key hits again after the failover", || {
+            load.all_hit_after().is_some()
+        })
+        .await;
+        let recovered = killed.elapsed();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop_load(tasks, &stop).await;
+        load.report(&format!(
+            "primary {victim} killed; caching back after {recovered:?}"
+        ));
+        check_final(&cluster, FAILOVER).await;
+    });
+    cluster.wait_until_ok(Duration::from_secs(10));
+    assert_eq!(load.wrong_key.load(SeqCst), 0, "a value of another key");
+    assert_eq!(
+        load.truth().stale.load(SeqCst),
+        0,
+        "a value older than an invalidation"
+    );
+    assert!(load.invalidations_ok.load(SeqCst) > 0);
+    assert!(
+        load.slowest_ms.load(SeqCst) < 5_000,
+        "a call waited {} ms",
+        load.slowest_ms.load(SeqCst)
+    );
+}
+
+/// A third of the slots moved between primaries while 32 tasks call and
+/// invalidate: no call fails or returns a wrong or stale value, and every
+/// invalidation that returned `Ok` during the move is final afterwards.
+#[test]
+fn slots_resharded_under_load_lose_no_invalidation() {
+    let cluster = RedisCluster::start();
+    let rt = runtime();
+    let cache = cache_on(&cluster);
+    let load = Arc::new(Load::new(RESHARD));
+    let stop = Arc::new(AtomicBool::new(false));
+    let primaries = cluster.primaries();
+    let (from, to) = (primaries[0].clone(), primaries[1].clone());
+    let moved: u32 = from
+        .slots
+        .iter()
+        .map(|(a, b)| u32::from(b - a) + 1)
+        .sum::<u32>()
+        / 2;
+    rt.block_on(async {
+        for key in 0..KEYS as u64 {
+            cache.scope(versioned(RESHARD, key)).await;
+        }
+        let tasks = start_load(&cache, &load, &stop);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        tokio::task::block_in_place(|| cluster.reshard(&from.id, &to.id, moved));
+        let took = started.elapsed();
+        load.mark();
+        common::eventually("every key hits after the reshard", || {
+            load.all_hit_after().is_some()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop_load(tasks, &stop).await;
+        load.report(&format!("{moved} slots moved in {took:?}"));
+        check_final(&cluster, RESHARD).await;
+    });
+    let after = cluster.primaries();
+    let served = |id: &str| -> u32 {
+        after.iter().find(|node| node.id == id).map_or(0, |node| {
+            node.slots.iter().map(|(a, b)| u32::from(b - a) + 1).sum()
+        })
+    };
+    assert!(served(&to.id) > 5461, "the slots moved: {after:?}");
+    assert_eq!(load.wrong_key.load(SeqCst), 0, "a value of another key");
+    assert_eq!(
+        load.truth().stale.load(SeqCst),
+        0,
+        "a value older than an invalidation"
+    );
+    assert!(load.invalidations_ok.load(SeqCst) > 0);
+}
+
+#[test]
+fn a_cluster_is_configured_from_the_environment_and_bad_input_is_named() {
+    let env = [
+        (
+            "REDIS_CLUSTER_NODES",
+            "10.0.0.1:7000, 10.0.0.2:7000,10.0.0.3:7001",
+        ),
+        ("REDIS_PASSWORD", "pw-in-env"),
+        ("CACHE_WAIT_TIMEOUT", "40ms"),
+    ];
+    let (out, err) = peer_with_env(&["-", "env"], &env);
+    assert!(out.contains("RedisBackend"), "{out} {err}");
+    assert!(
+        out.contains("cluster_nodes: \"redis://:***@10.0.0.1:7000,redis://:***@10.0.0.2:7000,redis://:***@10.0.0.3:7001\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("replication: Some(Replication { replicas: 1, timeout: 40ms })"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("pw-in-env") && !err.contains("pw-in-env"),
+        "{out} {err}"
+    );
+
+    let (out, _) = peer_with_env(
+        &["-", "env"],
+        &[
+            ("REDIS_CLUSTER_NODES", "10.0.0.1:7000"),
+            ("CACHE_WAIT_REPLICAS", "0"),
+        ],
+    );
+    assert!(out.contains("replication: None"), "{out}");
+
+    for (nodes, reason) in [
+        (" , ", "cluster node 1 is empty"),
+        ("10.0.0.1:7000,", "cluster node 2 is empty"),
+        ("10.0.0.1", "has no port"),
+        ("10.0.0.1:0", "no valid port"),
+        ("10.0.0.1:70000", "no valid port"),
+        ("10.0.0.1:7000,redis://10.0.0.2:7000", "mixes forms"),
+        (
+            "redis://10.0.0.1:7000,rediss://10.0.0.2:7000",
+            "mixes schemes",
+        ),
+        (
+            "redis://:a@10.0.0.1:7000,redis://:b@10.0.0.2:7000",
+            "other credentials",
+        ),
+        ("redis://10.0.0.1:7000/2", "database 0 only"),
+        ("unix:///run/redis.sock", "over TCP"),
+        ("http://10.0.0.1:7000", "unsupported scheme"),
+    ] {
+        let (out, err) = peer_with_env(&["-", "env"], &[("REDIS_CLUSTER_NODES", nodes)]);
+        assert!(out.is_empty(), "{nodes}: {out}");
+        assert!(err.contains("REDIS_CLUSTER_NODES"), "{nodes}: {err}");
+        assert!(err.contains(reason), "{nodes}: {err}");
+    }
+    let secret = [(
+        "REDIS_CLUSTER_NODES",
+        "redis://:Zq1Xy2@10.0.0.1:7000,redis://:other@h:1",
+    )];
+    let (_, err) = peer_with_env(&["-", "env"], &secret);
+    assert!(err.contains("other credentials"), "{err}");
+    assert!(
+        !err.contains("Zq1Xy2") && !err.contains("other@"),
+        "password leaked: {err}"
+    );
+
+    let both = [
+        ("REDIS_CLUSTER_NODES", "10.0.0.1:7000"),
+        ("REDIS_URL", "redis://10.0.0.1:6379"),
+    ];
+    let (_, err) = peer_with_env(&["-", "env"], &both);
+    assert!(err.contains("set one"), "{err}");
+}
