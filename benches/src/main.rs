@@ -11,7 +11,8 @@
 //! cargo run --release -p cache-benches -- --no-pin  # let the scheduler place threads
 //! ```
 //!
-//! Sections: `hit`, `miss`, `memory`, `invalidation`, `stampede`, `bytes`.
+//! Sections: `hit`, `miss`, `memory`, `invalidation`, `stampede`, `bytes`,
+//! `cluster` (a Redis Cluster of its own: 3 primaries, 3 replicas).
 //!
 //! The machine is shared and noisy, so subjects never run in long blocks one
 //! after the other: latency is sampled in rounds that rotate the subjects, and
@@ -21,6 +22,7 @@
 //! server on separate machines would be: unpinned, the two migrate between
 //! cores and single-task latency is bimodal from one run to the next.
 
+mod cluster;
 mod measure;
 mod subjects;
 
@@ -235,8 +237,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if run("bytes") {
         memory_usage(&floor).await?;
     }
+    if run("cluster") {
+        cluster::run(&cluster::Settings {
+            latency_calls: s.latency_calls,
+            throughput_for: s.throughput_for,
+            rounds: ROUNDS,
+            repeats: REPEATS,
+            keys: KEYS,
+            server_cpu: (placement.starts_with("redis-server on CPU"))
+                .then(|| (cores - 1).to_string()),
+        })
+        .await?;
+    }
     targets(&findings);
     Ok(())
+}
+
+/// Pins a process (all its threads) to `cpus`; false if `taskset` failed.
+fn taskset(cpus: &str, pid: u32) -> bool {
+    std::process::Command::new("taskset")
+        .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Pins `redis-server` to the last CPU and this process to the others, and
@@ -245,13 +268,6 @@ fn pin(server: &RedisServer, cpus: usize) -> String {
     if cpus < 2 {
         return "one CPU: threads not pinned".into();
     }
-    let taskset = |cpus: &str, pid: u32| {
-        std::process::Command::new("taskset")
-            .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
     let server_cpu = (cpus - 1).to_string();
     let harness_cpus = if cpus == 2 {
         "0".to_string()

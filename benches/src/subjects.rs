@@ -117,7 +117,11 @@ impl HandWritten {
         HandWritten::get_on(connection, id).await
     }
 
-    async fn get_on(mut connection: ConnectionManager, id: u64) -> Result<Item, BenchError> {
+    /// The floor's lookup on any connection: one server's, or a cluster's.
+    pub(crate) async fn get_on<C>(mut connection: C, id: u64) -> Result<Item, BenchError>
+    where
+        C: redis::aio::ConnectionLike + Send + Sync,
+    {
         let key = HandWritten::key(id);
         let cached: Option<Vec<u8>> = connection.get(&key).await.map_err(redis_error)?;
         if let Some(bytes) = cached

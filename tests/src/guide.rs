@@ -36,6 +36,9 @@ mod configuration {}
 #[doc = include_str!("../../docs/src/deployment.md")]
 mod deployment {}
 
+#[doc = include_str!("../../docs/src/scaling-out.md")]
+mod scaling_out {}
+
 #[doc = include_str!("../../docs/src/failure-behaviour.md")]
 mod failure_behaviour {}
 
