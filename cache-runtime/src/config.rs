@@ -180,9 +180,11 @@ impl RedisConfig {
             .transpose()?;
         let wait_timeout = duration_var("CACHE_WAIT_TIMEOUT")?;
         if replicas.is_some() || wait_timeout.is_some() {
+            // A timeout alone changes the timeout of a wait that is on; it
+            // turns none on.
             let (default_replicas, default_timeout) = config
                 .replication
-                .map_or((1, Duration::from_millis(100)), |r| (r.replicas, r.timeout));
+                .map_or((0, Duration::from_millis(100)), |r| (r.replicas, r.timeout));
             config = config.wait_for_replicas(
                 replicas.unwrap_or(default_replicas),
                 wait_timeout.unwrap_or(default_timeout),
@@ -225,7 +227,7 @@ impl RedisConfig {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        RedisConfig::cluster_with(nodes, None)
+        RedisConfig::cluster_with(nodes, None, false)
     }
 
     /// `REDIS_CLUSTER_NODES`, comma-separated, with the credentials of
@@ -237,7 +239,11 @@ impl RedisConfig {
                 (None, None) => None,
                 (user, password) => Some((user.unwrap_or_default(), password.unwrap_or_default())),
             };
-            RedisConfig::cluster_with(nodes.split(','), credentials).map_err(|e| match e {
+            // A password may hold a comma: split, a piece of it would be
+            // shown as a node of its own. With credentials in the list,
+            // errors name nodes by their position only.
+            let hide = nodes.contains('@');
+            RedisConfig::cluster_with(nodes.split(','), credentials, hide).map_err(|e| match e {
                 Error::Config(message) => Error::Config(format!("REDIS_CLUSTER_NODES: {message}")),
                 other => other,
             })
@@ -253,12 +259,16 @@ impl RedisConfig {
     }
 
     #[cfg(feature = "cluster")]
-    fn cluster_with<I, S>(nodes: I, credentials: Option<(String, String)>) -> Result<RedisConfig>
+    fn cluster_with<I, S>(
+        nodes: I,
+        credentials: Option<(String, String)>,
+        hide: bool,
+    ) -> Result<RedisConfig>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let nodes = parse_nodes(nodes, credentials)?;
+        let nodes = parse_nodes(nodes, credentials, hide)?;
         let mut config = RedisConfig::new(nodes[0].as_str())?;
         config.url = nodes[0].clone();
         config.nodes = Some(nodes);
@@ -654,9 +664,14 @@ fn parse_url(input: &str) -> Result<url::Url> {
 }
 
 /// A cluster's seed nodes: `host:port` or URLs, all of one form, scheme
-/// and set of credentials, database 0.
+/// and set of credentials, database 0. With `hide`, errors name a node by
+/// its position, never by its text.
 #[cfg(feature = "cluster")]
-fn parse_nodes<I, S>(nodes: I, credentials: Option<(String, String)>) -> Result<Vec<url::Url>>
+fn parse_nodes<I, S>(
+    nodes: I,
+    credentials: Option<(String, String)>,
+    hide: bool,
+) -> Result<Vec<url::Url>>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
@@ -665,7 +680,19 @@ where
     let mut bare = None;
     for (i, node) in nodes.into_iter().enumerate() {
         let node = node.as_ref().trim();
-        let shown = redact_input(node);
+        let shown = if hide {
+            format!("#{}", i + 1)
+        } else {
+            redact_input(node)
+        };
+        let parse = |text: &str| {
+            parse_url(text).map_err(|e| match e {
+                Error::Config(message) if hide => {
+                    Error::Config(message.replace(&redact_input(text), &shown))
+                }
+                other => other,
+            })
+        };
         if node.is_empty() {
             return Err(Error::Config(format!(
                 "cluster node {} is empty; list nodes as host:port,host:port",
@@ -694,9 +721,9 @@ where
                     "cluster node `{shown}` has no valid port (1 to 65535)"
                 )));
             }
-            parse_url(&format!("redis://{node}"))?
+            parse(&format!("redis://{node}"))?
         } else {
-            parse_url(node)?
+            parse(node)?
         };
         if url.scheme() != "redis" && url.scheme() != "rediss" {
             return Err(Error::Config(format!(

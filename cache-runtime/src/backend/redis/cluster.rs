@@ -51,6 +51,7 @@ pub(super) struct ClusterOpen {
 impl Open for ClusterOpen {
     type Handle = ClusterConnection;
     const NAME: &'static str = NAME;
+    const SEVERAL_NODES: bool = true;
 
     fn open(&self) -> Result<ClusterConnection> {
         Ok(self
@@ -101,27 +102,29 @@ impl Cluster {
             });
         }
         let client = builder.build().map_err(invalid)?;
-        // The writes connection's requests may wait for replicas, one after
-        // the other on each node: a namespace's 16 shards.
-        let writes_timeout = config.response_timeout
-            + config
-                .replication
-                .map_or(Duration::ZERO, |r| r.timeout * crate::key::SHARDS as u32);
-        let connection = |response_timeout| {
+        // The writes connection's requests wait for replicas, one after the
+        // other on each node: `send` bounds each by the waits queued ahead
+        // of it, so no per-attempt timeout there.
+        let connection = |response_timeout: Option<Duration>| {
+            let mut cluster_config =
+                redis::cluster::ClusterConfig::new().set_connection_timeout(config.connect_timeout);
+            if let Some(timeout) = response_timeout {
+                cluster_config = cluster_config.set_response_timeout(timeout);
+            }
             Arc::new(Connection::new(
                 ClusterOpen {
                     client: client.clone(),
-                    config: redis::cluster::ClusterConfig::new()
-                        .set_connection_timeout(config.connect_timeout)
-                        .set_response_timeout(response_timeout),
+                    config: cluster_config,
                 },
                 config.response_timeout,
-                config.ping_interval,
+                // No idle ping: an unanswered one would replace nothing
+                // (`Connection::timed_out`).
+                None,
             ))
         };
         Ok(Cluster {
-            reads: connection(config.response_timeout),
-            writes: connection(writes_timeout),
+            reads: connection(Some(config.response_timeout)),
+            writes: connection(None),
             slots: SlotCircuits::new(CircuitConfig {
                 threshold: SLOT_THRESHOLD,
                 base: config.backoff_base,
@@ -132,6 +135,11 @@ impl Cluster {
 
     /// Runs one request: through its key's slot circuit if it has a key,
     /// on the writes connection if it waits for replicas.
+    ///
+    /// Only reads and stores report to the slot's circuit: a write that
+    /// waits for replicas can time out behind other waits on a healthy node,
+    /// and must not stop that node's hits. It is refused while the slot's
+    /// circuit is open, as the others are.
     pub(super) async fn request(
         &self,
         key: Option<&str>,
@@ -144,6 +152,12 @@ impl Cluster {
             return send(connection, timeout, cmd).await;
         };
         let slot = slot(key.as_bytes());
+        if write {
+            if self.slots.is_open(slot) {
+                return Err(Error::CircuitOpen { backend: NAME });
+            }
+            return send(connection, timeout, cmd).await;
+        }
         let Some(permit) = self.slots.allow(slot) else {
             return Err(Error::CircuitOpen { backend: NAME });
         };
@@ -155,8 +169,9 @@ impl Cluster {
         result
     }
 
-    /// The nodes as the cluster sees them: `CLUSTER NODES` from one node.
-    pub(super) async fn nodes(&self, timeout: Duration) -> NodeHealth {
+    /// The nodes as the cluster sees them: `CLUSTER NODES` from one node;
+    /// `None` if none answered.
+    pub(super) async fn nodes(&self, timeout: Duration) -> Option<NodeHealth> {
         let reply = self
             .request(
                 None,
@@ -168,10 +183,7 @@ impl Cluster {
             .and_then(|value| {
                 redis::from_redis_value::<String>(value).map_err(|e| Error::backend(NAME, e))
             });
-        match reply {
-            Ok(text) => parse_nodes(&text),
-            Err(_) => NodeHealth::new(0, 0),
-        }
+        reply.ok().map(|text| parse_nodes(&text))
     }
 }
 
@@ -250,6 +262,13 @@ impl SlotCircuits {
         }
     }
 
+    /// Whether the slot's circuit is open now.
+    fn is_open(&self, slot: u16) -> bool {
+        self.circuits[usize::from(slot)]
+            .get()
+            .is_some_and(|circuit| circuit.is_open())
+    }
+
     /// `None` while the slot's circuit is open.
     fn allow(&self, slot: u16) -> Option<SlotPermit<'_>> {
         match self.circuits[usize::from(slot)].get() {
@@ -264,11 +283,13 @@ impl SlotCircuits {
             (SlotPermit::Tracked(permit), true) => permit.success(),
             (SlotPermit::Tracked(permit), false) => permit.failure(),
             (SlotPermit::Untracked, false) => {
+                // Sent before the slot had a circuit: counts while the
+                // circuit is closed, and never takes an open one's probe.
                 let circuit = self.circuits[usize::from(slot)]
                     .get_or_init(|| Box::new(Circuit::new(self.config)));
-                match circuit.allow() {
-                    Some(permit) => permit.failure(),
-                    None => Transition::None,
+                match circuit.is_open() {
+                    false => circuit.bypass().failure(),
+                    true => Transition::None,
                 }
             }
         };

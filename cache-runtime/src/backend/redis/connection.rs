@@ -38,6 +38,11 @@ pub(super) trait Open: Send + Sync + 'static {
     /// The backend's name, for logs.
     const NAME: &'static str;
 
+    /// Whether the connection reaches several nodes (a cluster): then a
+    /// timeout may be one node's, and the connection is not replaced for
+    /// it ([`Connection::timed_out`]).
+    const SEVERAL_NODES: bool;
+
     /// Opens it lazily: nothing is sent until the first request, which
     /// must run inside a Tokio runtime.
     fn open(&self) -> Result<Self::Handle>;
@@ -53,6 +58,7 @@ pub(super) struct Single {
 impl Open for Single {
     type Handle = ConnectionManager;
     const NAME: &'static str = super::NAME;
+    const SEVERAL_NODES: bool = false;
 
     fn open(&self) -> Result<ConnectionManager> {
         ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
@@ -63,13 +69,56 @@ impl Open for Single {
 /// At most one "connection replaced" warning per this period.
 const WARN_PERIOD: Duration = Duration::from_secs(10);
 
-/// The connection in use, and which one it is.
-#[derive(Clone)]
-pub(super) struct Current<H> {
+/// A request's handle to the connection, and which connection it is.
+pub(super) struct Leased<H> {
     pub(super) handle: H,
+    pub(super) id: u64,
+}
+
+/// The connection in use, and which one it is.
+struct Current<H> {
+    handle: H,
     /// Counts replacements: a timeout replaces the connection it happened
     /// on, not one that replaced it meanwhile.
-    pub(super) id: u64,
+    id: u64,
+    /// Cleared when the runtime the connection was opened on shuts down:
+    /// its tasks are gone with it, and the next request opens another.
+    alive: Alive,
+}
+
+/// Whether the runtime a connection's tasks run on still runs: a task
+/// spawned with the connection holds a guard that clears the flag when the
+/// runtime drops the task, and ends when the connection is dropped.
+struct Alive {
+    flag: Arc<AtomicBool>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<H: Clone> Current<H> {
+    fn lease(&self) -> Leased<H> {
+        Leased {
+            handle: self.handle.clone(),
+            id: self.id,
+        }
+    }
+}
+
+impl Alive {
+    /// On the current runtime.
+    fn spawn() -> Alive {
+        let flag = Arc::new(AtomicBool::new(true));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let guard = Running(Arc::clone(&flag));
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _ = stopped.await;
+        });
+        Alive { flag, _stop: stop }
+    }
+
+    fn get(&self) -> bool {
+        self.flag.load(Relaxed)
+    }
 }
 
 pub(super) struct Connection<O: Open> {
@@ -106,23 +155,31 @@ impl<O: Open> Connection<O> {
     }
 
     /// The connection to send a request on; call inside a Tokio runtime.
-    pub(super) fn get(self: &Arc<Self>) -> Result<Current<O::Handle>> {
+    pub(super) fn get(self: &Arc<Self>) -> Result<Leased<O::Handle>> {
         if self.ping_interval.is_some() && !self.watched.load(Relaxed) {
             self.watch();
         }
-        if let Some(current) = &*self.current.read().unwrap_or_else(|e| e.into_inner()) {
-            return Ok(current.clone());
+        if let Some(current) = &*self.current.read().unwrap_or_else(|e| e.into_inner())
+            && current.alive.get()
+        {
+            return Ok(current.lease());
         }
         let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(current) = &*slot {
-            return Ok(current.clone());
+        if let Some(current) = &*slot
+            && current.alive.get()
+        {
+            return Ok(current.lease());
         }
+        // None yet, or its runtime is gone.
+        let id = slot.as_ref().map_or(0, |c| c.id + 1);
         let current = Current {
             handle: self.opener.open()?,
-            id: 0,
+            id,
+            alive: Alive::spawn(),
         };
-        *slot = Some(current.clone());
-        Ok(current)
+        let leased = current.lease();
+        *slot = Some(current);
+        Ok(leased)
     }
 
     /// A reply came: the connection is alive.
@@ -139,7 +196,16 @@ impl<O: Open> Connection<O> {
     /// Requests still waiting on it time out as they would have; redis-rs
     /// closes it when the last of them is gone.
     /// Returns whether this call replaced it.
+    ///
+    /// A connection to several nodes is never replaced this way: the
+    /// timeout may be one node's, and a new cluster connection waits for
+    /// every seed node (a frozen one for the connect timeout), which
+    /// stopped the healthy nodes' hits too. One node's silence is left to
+    /// the slots' circuits and to TCP keepalive, which closes its socket.
     pub(super) fn timed_out(&self, id: u64) -> bool {
+        if O::SEVERAL_NODES {
+            return false;
+        }
         let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_none_or(|c| c.id != id) {
             return false;
@@ -151,7 +217,11 @@ impl<O: Open> Connection<O> {
                 return false;
             }
         };
-        *slot = Some(Current { handle, id: id + 1 });
+        *slot = Some(Current {
+            handle,
+            id: id + 1,
+            alive: Alive::spawn(),
+        });
         drop(slot);
         if let Some(suppressed) = self.replaced.admit() {
             tracing::warn!(
@@ -180,7 +250,7 @@ impl<O: Open> Connection<O> {
     /// Pings the current connection; a ping left unanswered replaces it.
     /// Returns whether it did.
     async fn ping_replaced(self: &Arc<Self>) -> bool {
-        let Ok(Current { mut handle, id }) = self.get() else {
+        let Ok(Leased { mut handle, id }) = self.get() else {
             return false;
         };
         let ping = redis::cmd("PING");

@@ -21,6 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 #[cfg(feature = "tls")]
 use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,6 +65,10 @@ pub struct RedisBackend {
     scripts: Arc<Scripts>,
     response_timeout: Duration,
     replication: Option<Replication>,
+    /// Replica waits sent and not answered yet: they queue on the writes
+    /// connection, each holding it up to the wait timeout, and each
+    /// request's timeout allows for those ahead of it.
+    waiting: Arc<AtomicU32>,
     tcp_keepalive: Option<Duration>,
     ping_interval: Option<Duration>,
     description: String,
@@ -92,8 +97,8 @@ enum Route<'a> {
     /// A lookup or a store: on the connection hits use.
     Read(&'a str),
     /// An invalidation that waits for replicas: on the writes connection.
-    /// The number is how many waits may run before its own on the same
-    /// connection (a `WAIT` holds up what comes after it), itself included.
+    /// The number is how many waits may be queued on it with this one's (a
+    /// `WAIT` holds up what comes after it), itself included.
     Write(&'a str, u32),
     /// Not about a key (a ping).
     Any,
@@ -180,6 +185,7 @@ impl RedisBackend {
             }),
             response_timeout: config.response_timeout,
             replication: config.replication,
+            waiting: Arc::new(AtomicU32::new(0)),
             tcp_keepalive: config.tcp_keepalive,
             ping_interval: config.ping_interval,
             description,
@@ -232,6 +238,32 @@ impl RedisBackend {
     }
 }
 
+/// Counts waits from when they are sent until they are answered or
+/// abandoned (dropped with the request).
+struct Waiting<'a> {
+    count: &'a AtomicU32,
+    own: u32,
+    total: u32,
+}
+
+impl<'a> Waiting<'a> {
+    fn start(count: &'a AtomicU32, own: u32) -> Waiting<'a> {
+        let total = count.fetch_add(own, Relaxed).saturating_add(own);
+        Waiting { count, own, total }
+    }
+
+    /// The waits that may be queued with this request's, its own included.
+    fn ahead_and_own(&self) -> u32 {
+        self.total
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.own, Relaxed);
+    }
+}
+
 /// The single-node connection.
 fn single_connection(config: &RedisConfig) -> Result<Connection<Single>> {
     // No response timeout in the manager: `send` bounds each request as a
@@ -270,7 +302,7 @@ async fn send<O: Open>(
              cached calls outside one run uncached",
         ));
     }
-    let connection::Current { mut handle, id } = connection.get()?;
+    let connection::Leased { mut handle, id } = connection.get()?;
     let fut = async move { cmd.run(&mut handle).await };
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(value)) => {
@@ -498,7 +530,10 @@ impl RedisBackend {
             .cmd("WAIT")
             .arg(replication.replicas)
             .arg(replication.timeout.as_millis().max(1) as u64);
-        let (acknowledged,): (u32,) = self.request(Route::Write(key, waits), pipeline).await?;
+        let queued = Waiting::start(&self.waiting, waits);
+        let route = Route::Write(key, queued.ahead_and_own());
+        let (acknowledged,): (u32,) = self.request(route, pipeline).await?;
+        drop(queued);
         replication.check(self.name(), acknowledged)
     }
 }
@@ -615,6 +650,9 @@ impl Backend for RedisBackend {
     }
 
     async fn bump(&self, shards: &[String]) -> Result<()> {
+        if shards.is_empty() {
+            return Ok(());
+        }
         // One pipeline per node on a cluster (per slot: a pipeline cannot
         // cross slots), all at once; one pipeline on a single server.
         let groups: Vec<Vec<String>> = match self.transport {
@@ -663,7 +701,7 @@ impl Backend for RedisBackend {
         match &self.transport {
             Transport::Single { .. } => None,
             #[cfg(feature = "cluster")]
-            Transport::Cluster(cluster) => Some(cluster.nodes(self.response_timeout).await),
+            Transport::Cluster(cluster) => cluster.nodes(self.response_timeout).await,
         }
     }
 }
