@@ -90,6 +90,11 @@ impl Cluster {
             .min_retry_wait(min_wait.min(10))
             .max_retry_wait(max_wait.min(100))
             .connection_timeout(config.connect_timeout)
+            // A node that cannot be reached after three attempts is dropped
+            // from the connections; its slots' next requests go to another
+            // node, whose `MOVED` reply leads to the promoted replica. Without
+            // it redis-rs retries the dead address for ever.
+            .max_connection_attempts(std::num::NonZeroUsize::new(3).expect("not zero"))
             // Each attempt is bounded per connection (below), the whole
             // request by `send`.
             .overall_response_timeout(None)

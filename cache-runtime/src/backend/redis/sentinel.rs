@@ -1,0 +1,404 @@
+//! Redis Sentinel: one primary with replicas, watched by sentinels that
+//! promote a replica when the primary fails. redis-rs finds the primary
+//! (asking the sentinels, then checking with `ROLE` that the node it names
+//! is a primary) but does not follow a failover; this module does:
+//!
+//! - A connection error, a timeout or a `READONLY` reply forgets the
+//!   primary: no request goes to that node again until the sentinels name a
+//!   primary again and it confirms its role. So a demoted primary, or one
+//!   that restarts empty before the sentinels demote it, is never written
+//!   to or read from by a connection opened before.
+//! - A monitor task asks a sentinel every [`CHECK_INTERVAL`] which node is
+//!   the primary, and forgets ours if the answer differs: a primary cut off
+//!   from the sentinels (which promoted another) is left within that bound
+//!   even if it still answers us.
+//! - Finding the primary runs in a task of its own, retried with the
+//!   reconnect backoff; requests wait for it at most their timeout, and run
+//!   uncached meanwhile.
+//!
+//! Each primary found gets its own connections (and its own silent-
+//! connection watchdog, [`super::connection`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use redis::sentinel::SentinelNodeConnectionInfo;
+use tokio::sync::watch;
+
+use super::connection::{Connection, Single};
+use super::{Failure, RequestKind, send_raw};
+use crate::config::RedisConfig;
+use crate::error::{Error, Result};
+use crate::observe::Throttle;
+
+pub(super) const NAME: &str = "redis-sentinel";
+
+/// How often the monitor asks a sentinel which node is the primary.
+pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// At most one warning of each kind per this period.
+const WARN_PERIOD: Duration = Duration::from_secs(10);
+
+/// The primary in use.
+struct Primary {
+    /// `host:port`, as the sentinels name it.
+    address: String,
+    /// Counts the primaries found: a failure forgets the one it happened on.
+    id: u64,
+    reads: Arc<Connection<Single>>,
+    writes: Arc<Connection<Single>>,
+}
+
+pub(super) struct Sentinel {
+    /// redis-rs' discovery; one search at a time.
+    discovery: tokio::sync::Mutex<redis::sentinel::Sentinel>,
+    /// The sentinels, for the monitor's question.
+    sentinels: Vec<redis::Client>,
+    name: String,
+    node: SentinelNodeConnectionInfo,
+    manager: redis::aio::ConnectionManagerConfig,
+    separate_writes: bool,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    ping_interval: Option<Duration>,
+    backoff: (Duration, Duration),
+    current: RwLock<Option<Arc<Primary>>>,
+    /// Bumped when a primary is found; requests waiting for one watch it.
+    found: watch::Sender<u64>,
+    next_id: AtomicU64,
+    /// A search task runs.
+    searching: Arc<AtomicBool>,
+    /// The monitor task runs.
+    monitoring: Arc<AtomicBool>,
+    lost: Throttle,
+    failing: Throttle,
+    /// The last search's failure, for the requests that waited for it.
+    last_error: Mutex<Option<String>>,
+}
+
+impl Sentinel {
+    pub(super) fn new(config: &RedisConfig) -> Result<Sentinel> {
+        let (sentinels, name, auth) = config.sentinel().expect("a Sentinel configuration");
+        let invalid = |e: redis::RedisError| {
+            Error::Config(format!(
+                "invalid Redis Sentinel configuration {}: {e}",
+                config.redacted_url()
+            ))
+        };
+        let infos = sentinels
+            .iter()
+            .map(|url| {
+                redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map(|info| info.set_tcp_settings(config.tcp_settings()))
+            })
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .map_err(invalid)?;
+        let clients = infos
+            .iter()
+            .cloned()
+            .map(redis::Client::open)
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .map_err(invalid)?;
+        let discovery = redis::sentinel::Sentinel::build(infos).map_err(invalid)?;
+        let mut redis_info = redis::RedisConnectionInfo::default();
+        if let Some((user, password)) = auth {
+            if !user.is_empty() {
+                redis_info = redis_info.set_username(user);
+            }
+            if !password.is_empty() {
+                redis_info = redis_info.set_password(password);
+            }
+        }
+        let mut node = SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(redis_info)
+            .set_tcp_settings(config.tcp_settings());
+        if sentinels[0].scheme() == "rediss" {
+            node = node.set_tls_mode(redis::TlsMode::Secure);
+        }
+        Ok(Sentinel {
+            discovery: tokio::sync::Mutex::new(discovery),
+            sentinels: clients,
+            name: name.to_owned(),
+            node,
+            manager: super::manager_config(config),
+            separate_writes: config.replication.is_some(),
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+            ping_interval: config.ping_interval,
+            backoff: (config.backoff_base, config.backoff_max),
+            current: RwLock::new(None),
+            found: watch::channel(0).0,
+            next_id: AtomicU64::new(1),
+            searching: Arc::new(AtomicBool::new(false)),
+            monitoring: Arc::new(AtomicBool::new(false)),
+            lost: Throttle::new(WARN_PERIOD),
+            failing: Throttle::new(WARN_PERIOD),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    fn current(&self) -> Option<Arc<Primary>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs one request on the primary, within `timeout` in all (finding
+    /// the primary included).
+    pub(super) async fn request(
+        self: &Arc<Self>,
+        write: bool,
+        timeout: Duration,
+        cmd: impl RequestKind,
+    ) -> Result<redis::Value> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::backend(
+                NAME,
+                "the Redis backend needs a Tokio runtime (with I/O and timers); \
+                 cached calls outside one run uncached",
+            ));
+        }
+        self.monitor();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let primary = match self.current() {
+            Some(primary) => primary,
+            None => self.wait_for_primary(deadline).await?,
+        };
+        let connection = if write {
+            &primary.writes
+        } else {
+            &primary.reads
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let result = send_raw(connection, left, cmd).await;
+        if let Err(failure) = &result
+            && failure.may_be_another_primary()
+        {
+            self.forget(primary.id, &failure.to_string());
+        }
+        result.map_err(|failure| failure.into_error(NAME))
+    }
+
+    /// Waits until a primary is known, at most until `deadline`, starting a
+    /// search if none runs.
+    async fn wait_for_primary(self: &Arc<Self>, deadline: tokio::time::Instant) -> Result<Arc<Primary>> {
+        let mut found = self.found.subscribe();
+        loop {
+            if let Some(primary) = self.current() {
+                return Ok(primary);
+            }
+            self.search();
+            match tokio::time::timeout_at(deadline, found.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    let why = self
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                        .unwrap_or_else(|| "still asking the sentinels".to_owned());
+                    return Err(Error::backend(
+                        NAME,
+                        format!("no primary for `{}` known yet: {why}", self.name),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Forgets primary `id` (if it is still the current one) and starts a
+    /// search for the next.
+    fn forget(self: &Arc<Self>, id: u64, why: &str) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_none_or(|p| p.id != id) {
+            return;
+        }
+        let address = current.take().map(|p| p.address.clone()).unwrap_or_default();
+        drop(current);
+        if let Some(suppressed) = self.lost.admit() {
+            tracing::warn!(
+                backend = NAME,
+                primary = %address,
+                suppressed,
+                "the Redis primary failed ({why}); asking the sentinels for the primary again"
+            );
+        }
+        self.search();
+    }
+
+    /// Starts the search task unless one runs.
+    fn search(self: &Arc<Self>) {
+        if self.searching.swap(true, Relaxed) {
+            return;
+        }
+        let running = Running(Arc::clone(&self.searching));
+        tokio::spawn(search(Arc::downgrade(self), running));
+    }
+
+    /// Starts the monitor task unless one runs.
+    fn monitor(self: &Arc<Self>) {
+        if self.monitoring.load(Relaxed) || self.monitoring.swap(true, Relaxed) {
+            return;
+        }
+        let running = Running(Arc::clone(&self.monitoring));
+        tokio::spawn(monitor(Arc::downgrade(self), running));
+    }
+
+    /// One attempt: the sentinels' primary, confirmed by its `ROLE`.
+    async fn find(&self) -> std::result::Result<(String, redis::Client), String> {
+        let limit = self.connect_timeout + self.response_timeout;
+        let mut discovery = self.discovery.lock().await;
+        let client = tokio::time::timeout(
+            limit,
+            discovery.async_master_for(&self.name, Some(&self.node)),
+        )
+        .await
+        .map_err(|_| format!("the sentinels did not answer within {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+        let address = client.get_connection_info().addr().to_string();
+        Ok((address, client))
+    }
+
+    /// The node the first sentinel that answers names as the primary.
+    async fn named_primary(&self) -> Option<String> {
+        for client in &self.sentinels {
+            let ask = async {
+                let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+                let reply: Option<(String, String)> = redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&self.name)
+                    .query_async(&mut connection)
+                    .await
+                    .ok()?;
+                reply.map(|(host, port)| format!("{host}:{port}"))
+            };
+            let limit = self.connect_timeout + self.response_timeout;
+            if let Ok(Some(address)) = tokio::time::timeout(limit, ask).await {
+                return Some(address);
+            }
+        }
+        None
+    }
+
+    fn install(&self, address: String, client: redis::Client) -> Arc<Primary> {
+        let connection = || {
+            Arc::new(Connection::new(
+                Single {
+                    client: client.clone(),
+                    config: self.manager.clone(),
+                },
+                self.response_timeout,
+                self.ping_interval,
+            ))
+        };
+        let reads = connection();
+        let writes = if self.separate_writes {
+            connection()
+        } else {
+            Arc::clone(&reads)
+        };
+        let primary = Arc::new(Primary {
+            address,
+            id: self.next_id.fetch_add(1, Relaxed),
+            reads,
+            writes,
+        });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&primary));
+        self.found.send_modify(|n| *n += 1);
+        primary
+    }
+
+    /// The primary's address, for health.
+    pub(super) fn primary_address(&self) -> Option<String> {
+        self.current().map(|p| p.address.clone())
+    }
+}
+
+/// Clears a "task runs" flag when the task ends, however it ends.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Relaxed);
+    }
+}
+
+/// Asks until a primary is found, with the reconnect backoff between
+/// attempts; ends when one is, or when the backend is dropped.
+async fn search(sentinel: Weak<Sentinel>, _running: Running) {
+    let mut delay = None;
+    loop {
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let Some(sentinel) = sentinel.upgrade() else {
+            return;
+        };
+        if sentinel.current().is_some() {
+            return;
+        }
+        match sentinel.find().await {
+            Ok((address, client)) => {
+                tracing::info!(backend = NAME, primary = %address, "Redis primary found through the sentinels");
+                sentinel.install(address, client);
+                *sentinel.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return;
+            }
+            Err(error) => {
+                if let Some(suppressed) = sentinel.failing.admit() {
+                    tracing::warn!(
+                        backend = NAME,
+                        %error,
+                        suppressed,
+                        "cannot find the Redis primary through the sentinels; calls run uncached"
+                    );
+                }
+                *sentinel.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                let (base, cap) = sentinel.backoff;
+                delay = Some(delay.map_or(base, |d: Duration| (d * 2).min(cap)));
+            }
+        }
+    }
+}
+
+/// Every [`CHECK_INTERVAL`], forgets the primary if the sentinels name
+/// another. Ends when the backend is dropped.
+async fn monitor(sentinel: Weak<Sentinel>, _running: Running) {
+    loop {
+        tokio::time::sleep(CHECK_INTERVAL).await;
+        let Some(sentinel) = sentinel.upgrade() else {
+            return;
+        };
+        let Some(primary) = sentinel.current() else {
+            continue;
+        };
+        if let Some(named) = sentinel.named_primary().await
+            && named != primary.address
+        {
+            sentinel.forget(
+                primary.id,
+                &format!("the sentinels name {named} as the primary now"),
+            );
+        }
+    }
+}
+
+impl Failure {
+    /// Whether the failure may mean that the node is no longer the primary:
+    /// it is gone, silent, or refuses writes as a replica.
+    fn may_be_another_primary(&self) -> bool {
+        match self {
+            Failure::Timeout(_) => true,
+            Failure::NoRuntime => false,
+            Failure::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                    || e.to_string().contains("READONLY")
+            }
+        }
+    }
+}
