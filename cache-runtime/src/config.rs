@@ -72,6 +72,8 @@ pub struct RedisConfig {
     url: url::Url,
     /// A cluster's seed nodes (then `url` is the first of them).
     nodes: Option<Vec<url::Url>>,
+    /// A Sentinel group (then `url` is the first sentinel).
+    sentinel: Option<SentinelTarget>,
     pub(crate) replication: Option<Replication>,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
@@ -82,6 +84,16 @@ pub struct RedisConfig {
     pub(crate) tcp_keepalive: Option<Duration>,
     pub(crate) ping_interval: Option<Duration>,
     tls_root_cert: Option<Vec<u8>>,
+}
+
+/// The sentinels, the name they know the primary by, and the primary's
+/// credentials (user, password).
+#[cfg(feature = "redis")]
+#[derive(Clone)]
+pub(crate) struct SentinelTarget {
+    pub(crate) sentinels: Vec<url::Url>,
+    pub(crate) name: String,
+    pub(crate) primary_auth: Option<(String, String)>,
 }
 
 /// How an invalidation waits for replicas: `WAIT replicas timeout` after
@@ -136,6 +148,7 @@ impl RedisConfig {
         Ok(RedisConfig {
             url,
             nodes: None,
+            sentinel: None,
             replication: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_millis(250),
@@ -158,16 +171,23 @@ impl RedisConfig {
     /// `CACHE_WAIT_REPLICAS` and `CACHE_WAIT_TIMEOUT` set
     /// [`wait_for_replicas`](Self::wait_for_replicas).
     pub fn from_env() -> Result<RedisConfig> {
-        let mut config = match (var("REDIS_CLUSTER_NODES"), var("REDIS_URL")) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "both REDIS_URL and REDIS_CLUSTER_NODES are set; set one: REDIS_URL for \
-                     one server, REDIS_CLUSTER_NODES for a cluster"
-                        .to_owned(),
-                ));
+        let set: Vec<&str> = ["REDIS_URL", "REDIS_CLUSTER_NODES", "REDIS_SENTINELS"]
+            .into_iter()
+            .filter(|name| var(name).is_some())
+            .collect();
+        if set.len() > 1 {
+            return Err(Error::Config(format!(
+                "{} are all set; set one: REDIS_URL for one server, REDIS_CLUSTER_NODES for a \
+                 cluster, REDIS_SENTINELS (with REDIS_SENTINEL_MASTER) for a Sentinel group",
+                set.join(" and ")
+            )));
+        }
+        let mut config = match (var("REDIS_CLUSTER_NODES"), var("REDIS_SENTINELS")) {
+            (Some(nodes), _) => RedisConfig::cluster_from_env(&nodes)?,
+            (None, Some(sentinels)) => RedisConfig::sentinel_from_env(&sentinels)?,
+            (None, None) => {
+                RedisConfig::new(var("REDIS_URL").as_deref().unwrap_or(DEFAULT_REDIS_URL))?
             }
-            (Some(nodes), None) => RedisConfig::cluster_from_env(&nodes)?,
-            (None, url) => RedisConfig::new(url.as_deref().unwrap_or(DEFAULT_REDIS_URL))?,
         };
         let replicas = var("CACHE_WAIT_REPLICAS")
             .map(|text| {
@@ -281,6 +301,126 @@ impl RedisConfig {
         self.nodes.as_deref()
     }
 
+    /// A primary and its replicas found through Redis Sentinel (feature
+    /// `sentinel`): the sentinels' addresses (each `host:port`, or a URL
+    /// `redis://[user:password@]host:port` with the sentinels' own
+    /// credentials; `rediss://` for TLS to the sentinels and the primary),
+    /// and the name they monitor the primary under. The primary's
+    /// credentials, if it has any, are set with
+    /// [`primary_auth`](Self::primary_auth). Database 0.
+    ///
+    /// Requests go to the primary the sentinels name, after it confirmed
+    /// its role. After a failover the new primary is found by itself: see
+    /// the guide's Scaling out chapter for the bound. Invalidations wait for
+    /// one replica by default, as on a cluster.
+    #[cfg(feature = "sentinel")]
+    pub fn sentinel<I, S>(sentinels: I, primary_name: &str) -> Result<RedisConfig>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        RedisConfig::sentinel_with(sentinels, primary_name, None, false)
+    }
+
+    #[cfg(feature = "sentinel")]
+    fn sentinel_with<I, S>(
+        sentinels: I,
+        primary_name: &str,
+        credentials: Option<(String, String)>,
+        hide: bool,
+    ) -> Result<RedisConfig>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let name = primary_name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(Error::Config(format!(
+                "the Sentinel primary name {primary_name:?} is empty or holds spaces; \
+                 give the name of `sentinel monitor <name> ...`"
+            )));
+        }
+        let sentinels = parse_nodes(sentinels, credentials, hide).map_err(|e| match e {
+            Error::Config(message) => Error::Config(message.replace("cluster node", "sentinel")),
+            other => other,
+        })?;
+        let mut config = RedisConfig::new(sentinels[0].as_str())?;
+        config.url = sentinels[0].clone();
+        config.sentinel = Some(SentinelTarget {
+            sentinels,
+            name: name.to_owned(),
+            primary_auth: None,
+        });
+        Ok(config.wait_for_replicas(1, Duration::from_millis(100)))
+    }
+
+    /// `REDIS_SENTINELS` (comma-separated), `REDIS_SENTINEL_MASTER`, the
+    /// sentinels' `REDIS_SENTINEL_USERNAME`/`REDIS_SENTINEL_PASSWORD` and
+    /// the primary's `REDIS_USERNAME`/`REDIS_PASSWORD`.
+    fn sentinel_from_env(sentinels: &str) -> Result<RedisConfig> {
+        #[cfg(feature = "sentinel")]
+        {
+            let Some(name) = var("REDIS_SENTINEL_MASTER") else {
+                return Err(Error::Config(
+                    "REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not; set it to the \
+                     name the sentinels monitor the primary under"
+                        .to_owned(),
+                ));
+            };
+            let credentials = |user: &str, password: &str| match (var(user), var(password)) {
+                (None, None) => None,
+                (user, password) => Some((user.unwrap_or_default(), password.unwrap_or_default())),
+            };
+            let hide = sentinels.contains('@');
+            let mut config = RedisConfig::sentinel_with(
+                sentinels.split(','),
+                &name,
+                credentials("REDIS_SENTINEL_USERNAME", "REDIS_SENTINEL_PASSWORD"),
+                hide,
+            )
+            .map_err(|e| match e {
+                Error::Config(message) => Error::Config(format!("REDIS_SENTINELS: {message}")),
+                other => other,
+            })?;
+            if let Some((user, password)) = credentials("REDIS_USERNAME", "REDIS_PASSWORD") {
+                config =
+                    config.primary_auth((!user.is_empty()).then_some(user.as_str()), &password);
+            }
+            Ok(config)
+        }
+        #[cfg(not(feature = "sentinel"))]
+        {
+            let _ = sentinels;
+            Err(Error::Config(
+                "REDIS_SENTINELS is set but cache-runtime was built without its `sentinel` feature"
+                    .to_owned(),
+            ))
+        }
+    }
+
+    /// The primary's user (`None`: the default user) and password, for a
+    /// Sentinel configuration; the sentinels' own are in their addresses.
+    /// No effect on other configurations.
+    #[cfg(feature = "sentinel")]
+    pub fn primary_auth(mut self, username: Option<&str>, password: &str) -> Self {
+        if let Some(target) = &mut self.sentinel {
+            target.primary_auth =
+                Some((username.unwrap_or_default().to_owned(), password.to_owned()));
+        }
+        self
+    }
+
+    /// Whether this is a Sentinel configuration.
+    pub(crate) fn is_sentinel(&self) -> bool {
+        self.sentinel.is_some()
+    }
+
+    /// The sentinels, the primary's name and its credentials.
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn sentinel_target(&self) -> Option<&SentinelTarget> {
+        self.sentinel.as_ref()
+    }
+
     /// Makes each invalidation wait until `replicas` replicas have its
     /// writes, at most `timeout` (Redis' `WAIT`, on a connection of its
     /// own so that hits never queue behind it). Redis replicates
@@ -375,14 +515,19 @@ impl RedisConfig {
     /// and the `pass` query parameter of a `unix://` URL.
     ///
     /// For a cluster, its seed nodes so redacted, comma-separated.
+    ///
+    /// For a Sentinel group, `<name>@` and its sentinels.
     pub fn redacted_url(&self) -> String {
-        match &self.nodes {
-            None => redact_input(self.url.as_str()),
-            Some(nodes) => nodes
-                .iter()
-                .map(|node| redact_input(node.as_str()))
+        let list = |urls: &[url::Url]| {
+            urls.iter()
+                .map(|url| redact_input(url.as_str()))
                 .collect::<Vec<_>>()
-                .join(","),
+                .join(",")
+        };
+        match (&self.nodes, &self.sentinel) {
+            (Some(nodes), _) => list(nodes),
+            (None, Some(target)) => format!("{}@{}", target.name, list(&target.sentinels)),
+            (None, None) => redact_input(self.url.as_str()),
         }
     }
 
@@ -509,12 +654,19 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field(
-                if self.nodes.is_some() {
-                    "cluster_nodes"
-                } else {
-                    "url"
+                match (&self.nodes, &self.sentinel) {
+                    (Some(_), _) => "cluster_nodes",
+                    (None, Some(_)) => "sentinels",
+                    (None, None) => "url",
                 },
                 &self.redacted_url(),
+            )
+            .field(
+                "primary_auth",
+                &self
+                    .sentinel
+                    .as_ref()
+                    .map(|t| t.primary_auth.as_ref().map(|_| "set")),
             )
             .field("replication", &self.replication)
             .field("connect_timeout", &self.connect_timeout)
@@ -665,8 +817,8 @@ fn parse_url(input: &str) -> Result<url::Url> {
 
 /// A cluster's seed nodes: `host:port` or URLs, all of one form, scheme
 /// and set of credentials, database 0. With `hide`, errors name a node by
-/// its position, never by its text.
-#[cfg(feature = "cluster")]
+/// its position, never by its text. (A Sentinel group's sentinels, too.)
+#[cfg(any(feature = "cluster", feature = "sentinel"))]
 fn parse_nodes<I, S>(
     nodes: I,
     credentials: Option<(String, String)>,

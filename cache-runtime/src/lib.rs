@@ -111,7 +111,9 @@
 //! | --- | --- | --- |
 //! | `REDIS_URL` | use Redis at this URL | unset: in-memory |
 //! | `REDIS_CLUSTER_NODES` | use a Redis Cluster through these nodes (`host:port,...`; feature `cluster`) | unset |
-//! | `REDIS_USERNAME`, `REDIS_PASSWORD` | the credentials of `host:port` cluster nodes | unset |
+//! | `REDIS_USERNAME`, `REDIS_PASSWORD` | the credentials of `host:port` cluster nodes, or of a Sentinel group's primary | unset |
+//! | `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER` | use the primary these sentinels monitor under this name (feature `sentinel`) | unset |
+//! | `REDIS_SENTINEL_USERNAME`, `REDIS_SENTINEL_PASSWORD` | the sentinels' own credentials | unset |
 //! | `CACHE_BACKEND` | `memory` or `redis` | `redis` if `REDIS_URL` or `REDIS_CLUSTER_NODES` is set |
 //! | `CACHE_PREFIX` | key prefix | `cache` |
 //! | `CACHE_DEFAULT_TTL` | TTL of functions without one (`300`, `5m`; 1 s to 365 days) | 5 minutes |
@@ -122,7 +124,7 @@
 //! | `CACHE_TCP_KEEPALIVE` | Redis TCP keepalive idle time (`15s`), or `off` | 15 s |
 //! | `CACHE_PING_INTERVAL` | ping an idle Redis connection this often (`5s`), or `off` | 5 s |
 //! | `CACHE_FAIL_FAST` | `true`: startup fails if Redis is unreachable | `false` |
-//! | `CACHE_WAIT_REPLICAS` | invalidations wait for this many replicas (`0`: no wait) | 1 on a cluster, 0 otherwise |
+//! | `CACHE_WAIT_REPLICAS` | invalidations wait for this many replicas (`0`: no wait) | 1 on a cluster or Sentinel group, 0 otherwise |
 //! | `CACHE_WAIT_TIMEOUT` | how long an invalidation waits for them (`100ms`) | 100 ms |
 //! | `CACHE_LOG_KEYS` | `true`: fail-open warnings show the key (it holds argument values) | `false` |
 

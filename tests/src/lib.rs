@@ -7,4 +7,5 @@
 mod guide;
 pub mod proxy;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;

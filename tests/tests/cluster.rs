@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, CallOutcome, Error, RedisBackend, RedisConfig, cached};
 use cache_tests::redis_cluster::RedisCluster;
+use common::load::{FAILOVER, KEYS, Load, RESHARD, check_final, start_load, stop_load, versioned};
 use common::peer_with_env;
 
 fn config(cluster: &RedisCluster) -> RedisConfig {
@@ -31,37 +31,13 @@ async fn spread(id: u64) -> u64 {
     id * 10
 }
 
-/// The load tests' function: a key's true version, with the key, so that a
-/// value of another key would show.
-const KEYS: usize = 48;
-
-/// One truth per load test: the tests of this file may run at once.
-static TRUTHS: LazyLock<[common::Truth; 2]> =
-    LazyLock::new(|| [common::Truth::new(KEYS), common::Truth::new(KEYS)]);
-
-const FAILOVER: usize = 0;
-const RESHARD: usize = 1;
-
-#[cached(namespace = "truth", ttl = 60)]
-async fn versioned(run: usize, key: u64) -> (u64, u64) {
-    (key, TRUTHS[run].versions[key as usize].load(SeqCst))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Conformance, the spread of a namespace, one command per hit, health,
 /// and cross-process invalidation; then a replica killed: invalidations on
 /// its primary's slots say that no replica confirmed them.
 #[test]
 fn a_cluster_serves_as_one_redis_and_says_when_no_replica_confirmed() {
     let mut cluster = RedisCluster::start();
-    let rt = runtime();
+    let rt = common::runtime();
     rt.block_on(async {
         let backend = RedisBackend::connect(config(&cluster)).await.unwrap();
         cache_runtime::testing::conformance::run_all(Arc::new(backend), "conf").await;
@@ -268,194 +244,12 @@ fn a_cluster_cache_serves_every_runtime_it_is_used_on() {
     }
 }
 
-/// What a run under load saw.
-struct Load {
-    run: usize,
-    calls: AtomicU64,
-    hits: AtomicU64,
-    uncached: AtomicU64,
-    wrong_key: AtomicU64,
-    slowest_ms: AtomicU64,
-    invalidations_ok: AtomicU64,
-    invalidations_unconfirmed: AtomicU64,
-    invalidations_failed: AtomicU64,
-    not_hit_since: Mutex<Option<Recovery>>,
-}
-
-/// Since a fault: when it was, the keys not hit since, and when the last
-/// of them was.
-type Recovery = (Instant, HashSet<u64>, Option<Instant>);
-
-impl Load {
-    fn new(run: usize) -> Load {
-        Load {
-            run,
-            calls: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            uncached: AtomicU64::new(0),
-            wrong_key: AtomicU64::new(0),
-            slowest_ms: AtomicU64::new(0),
-            invalidations_ok: AtomicU64::new(0),
-            invalidations_unconfirmed: AtomicU64::new(0),
-            invalidations_failed: AtomicU64::new(0),
-            not_hit_since: Mutex::new(None),
-        }
-    }
-
-    fn truth(&self) -> &'static common::Truth {
-        &TRUTHS[self.run]
-    }
-
-    /// From now on, track which keys have been hit.
-    fn mark(&self) {
-        *self.not_hit_since.lock().unwrap() =
-            Some((Instant::now(), (0..KEYS as u64).collect(), None));
-    }
-
-    /// How long after `mark` every key had been hit again.
-    fn all_hit_after(&self) -> Option<Duration> {
-        let guard = self.not_hit_since.lock().unwrap();
-        let (since, _, done) = guard.as_ref()?;
-        done.map(|done| done - *since)
-    }
-
-    fn hit(&self, key: u64) {
-        let mut guard = self.not_hit_since.lock().unwrap();
-        if let Some((_, keys, done)) = guard.as_mut()
-            && keys.remove(&key)
-            && keys.is_empty()
-        {
-            *done = Some(Instant::now());
-        }
-    }
-
-    fn report(&self, what: &str) {
-        eprintln!(
-            "{what}: {} calls, {} hits, {} uncached, {} wrong values, {} stale, slowest call {} ms; \
-             invalidations: {} confirmed, {} not confirmed by a replica, {} failed; \
-             every key hit again {:?} after the fault",
-            self.calls.load(SeqCst),
-            self.hits.load(SeqCst),
-            self.uncached.load(SeqCst),
-            self.wrong_key.load(SeqCst),
-            self.truth().stale.load(SeqCst),
-            self.slowest_ms.load(SeqCst),
-            self.invalidations_ok.load(SeqCst),
-            self.invalidations_unconfirmed.load(SeqCst),
-            self.invalidations_failed.load(SeqCst),
-            self.all_hit_after(),
-        );
-    }
-}
-
-/// Starts the load.
-fn start_load(
-    cache: &Cache,
-    load: &Arc<Load>,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    load_tasks(cache, load, stop)
-        .into_iter()
-        .map(tokio::spawn)
-        .collect()
-}
-
-/// Stops the load and joins it, failing on a task that does not end
-/// within a bound only a hang reaches.
-async fn stop_load(tasks: Vec<tokio::task::JoinHandle<()>>, stop: &AtomicBool) {
-    stop.store(true, SeqCst);
-    for task in tasks {
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("a task hung")
-            .unwrap();
-    }
-}
-
-/// 28 readers and 4 writers on `cache` until `stop`.
-fn load_tasks(
-    cache: &Cache,
-    load: &Arc<Load>,
-    stop: &Arc<AtomicBool>,
-) -> Vec<impl Future<Output = ()> + Send + 'static> {
-    let mut tasks = Vec::new();
-    for task in 0..32u64 {
-        let (cache, load, stop) = (cache.clone(), Arc::clone(load), Arc::clone(stop));
-        tasks.push(async move {
-            let mut rng = fastrand::Rng::with_seed(task);
-            while !stop.load(SeqCst) {
-                let key = rng.u64(..KEYS as u64);
-                let (run, truth) = (load.run, load.truth());
-                if task < 4 {
-                    let result = Mutex::new(None);
-                    truth
-                        .write(key as usize, async {
-                            let r = cache.scope(versioned_invalidate(&run, &key)).await;
-                            let ok = r.is_ok();
-                            *result.lock().unwrap() = Some(r);
-                            if ok { Ok(()) } else { Err(Error::Closed) }
-                        })
-                        .await;
-                    match result.into_inner().unwrap().expect("ran") {
-                        Ok(()) => load.invalidations_ok.fetch_add(1, SeqCst),
-                        Err(Error::NotReplicated { .. }) => {
-                            load.invalidations_unconfirmed.fetch_add(1, SeqCst)
-                        }
-                        Err(_) => load.invalidations_failed.fetch_add(1, SeqCst),
-                    };
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                let start = Instant::now();
-                truth
-                    .read(key as usize, || async {
-                        let ((seen_key, version), outcome) = cache
-                            .scope(cache_runtime::with_outcome(versioned(run, key)))
-                            .await;
-                        if seen_key != key {
-                            load.wrong_key.fetch_add(1, SeqCst);
-                        }
-                        match outcome {
-                            Some(CallOutcome::Hit) => {
-                                load.hits.fetch_add(1, SeqCst);
-                                load.hit(key);
-                            }
-                            Some(CallOutcome::Uncached) => {
-                                load.uncached.fetch_add(1, SeqCst);
-                            }
-                            _ => {}
-                        }
-                        version
-                    })
-                    .await;
-                load.calls.fetch_add(1, SeqCst);
-                load.slowest_ms
-                    .fetch_max(start.elapsed().as_millis() as u64, SeqCst);
-            }
-        });
-    }
-    tasks
-}
-
-/// After a run: every key read once more, in a new cache (no flight or
-/// process state): every invalidation that returned `Ok` is still final.
-async fn check_final(cluster: &RedisCluster, run: usize) {
-    let cache = cache_on(cluster);
-    for key in 0..KEYS as u64 {
-        TRUTHS[run]
-            .read(key as usize, || async {
-                cache.scope(versioned(run, key)).await.1
-            })
-            .await;
-    }
-}
-
 /// A primary SIGKILLed while 32 tasks call: no call fails or returns a
 /// wrong or stale value, and caching resumes once its replica is promoted.
 #[test]
 fn a_primary_killed_under_load_loses_nothing_and_caching_resumes() {
     let mut cluster = RedisCluster::start();
-    let rt = runtime();
+    let rt = common::runtime();
     let cache = cache_on(&cluster);
     let load = Arc::new(Load::new(FAILOVER));
     let stop = Arc::new(AtomicBool::new(false));
@@ -482,16 +276,10 @@ fn a_primary_killed_under_load_loses_nothing_and_caching_resumes() {
         load.report(&format!(
             "primary {victim} killed; caching back after {recovered:?}"
         ));
-        check_final(&cluster, FAILOVER).await;
+        check_final(&cache_on(&cluster), FAILOVER).await;
     });
     cluster.wait_until_ok(Duration::from_secs(10));
-    assert_eq!(load.wrong_key.load(SeqCst), 0, "a value of another key");
-    assert_eq!(
-        load.truth().stale.load(SeqCst),
-        0,
-        "a value older than an invalidation"
-    );
-    assert!(load.invalidations_ok.load(SeqCst) > 0);
+    load.assert_sound();
     assert!(
         load.slowest_ms.load(SeqCst) < 5_000,
         "a call waited {} ms",
@@ -505,7 +293,7 @@ fn a_primary_killed_under_load_loses_nothing_and_caching_resumes() {
 #[test]
 fn slots_resharded_under_load_lose_no_invalidation() {
     let cluster = RedisCluster::start();
-    let rt = runtime();
+    let rt = common::runtime();
     let cache = cache_on(&cluster);
     let load = Arc::new(Load::new(RESHARD));
     let stop = Arc::new(AtomicBool::new(false));
@@ -534,7 +322,7 @@ fn slots_resharded_under_load_lose_no_invalidation() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop_load(tasks, &stop).await;
         load.report(&format!("{moved} slots moved in {took:?}"));
-        check_final(&cluster, RESHARD).await;
+        check_final(&cache_on(&cluster), RESHARD).await;
     });
     let after = cluster.primaries();
     let served = |id: &str| -> u32 {
@@ -543,13 +331,7 @@ fn slots_resharded_under_load_lose_no_invalidation() {
         })
     };
     assert!(served(&to.id) > 5461, "the slots moved: {after:?}");
-    assert_eq!(load.wrong_key.load(SeqCst), 0, "a value of another key");
-    assert_eq!(
-        load.truth().stale.load(SeqCst),
-        0,
-        "a value older than an invalidation"
-    );
-    assert!(load.invalidations_ok.load(SeqCst) > 0);
+    load.assert_sound();
 }
 
 #[test]

@@ -75,8 +75,8 @@ impl fmt::Debug for CacheBuilder {
 
 impl CacheBuilder {
     /// A builder configured from the environment: `CACHE_PREFIX`,
-    /// `CACHE_DEFAULT_TTL`, and Redis if `REDIS_URL` or `REDIS_CLUSTER_NODES`
-    /// is set (or `CACHE_BACKEND=redis`), with its `CACHE_*` timeouts. See the table in
+    /// `CACHE_DEFAULT_TTL`, and Redis if `REDIS_URL`, `REDIS_CLUSTER_NODES`
+    /// or `REDIS_SENTINELS` is set (or `CACHE_BACKEND=redis`), with its `CACHE_*` timeouts. See the table in
     /// the [crate docs](crate#configuration). Settings made on the returned
     /// builder override the environment.
     ///
@@ -111,9 +111,9 @@ impl CacheBuilder {
         }
         let backend = config::var("CACHE_BACKEND").map(|b| b.to_ascii_lowercase());
         let use_redis = match backend.as_deref() {
-            None => {
-                config::var("REDIS_URL").is_some() || config::var("REDIS_CLUSTER_NODES").is_some()
-            }
+            None => ["REDIS_URL", "REDIS_CLUSTER_NODES", "REDIS_SENTINELS"]
+                .iter()
+                .any(|name| config::var(name).is_some()),
             Some("redis") => true,
             Some("memory") => {
                 self = self.shared_backend(Arc::new(MemoryBackend::new()));

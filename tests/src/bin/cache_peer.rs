@@ -2,7 +2,8 @@
 //! test and reads, or invalidates, the same cached function.
 //!
 //! ```text
-//! (<redis-url> may be cluster=host:port,host:port: a Redis Cluster)
+//! (<redis-url> may be cluster=host:port,host:port: a Redis Cluster, or
+//! sentinel=name@host:port,host:port: a Sentinel group)
 //! cache_peer <redis-url> get <id> <db-value>   prints "<value> <ran|hit>"
 //! cache_peer <redis-url> invalidate <id>
 //! cache_peer <redis-url> invalidate-namespace
@@ -61,9 +62,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     // `cluster=host:port,host:port`: a Redis Cluster.
-    let config = match url.strip_prefix("cluster=") {
-        Some(nodes) => RedisConfig::cluster(nodes.split(','))?,
-        None => RedisConfig::new(url)?,
+    // `sentinel=name@host:port,host:port`: a Sentinel group.
+    let config = if let Some(nodes) = url.strip_prefix("cluster=") {
+        RedisConfig::cluster(nodes.split(','))?
+    } else if let Some(group) = url.strip_prefix("sentinel=") {
+        let (name, sentinels) = group.split_once('@').ok_or("sentinel=name@host:port,...")?;
+        RedisConfig::sentinel(sentinels.split(','), name)?
+    } else {
+        RedisConfig::new(url)?
     };
     let cache = Cache::builder()
         .redis(config.fail_fast(true))

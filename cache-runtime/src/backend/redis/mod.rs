@@ -39,6 +39,8 @@ use crate::key::CacheKey;
 mod cluster;
 mod connection;
 mod scripts;
+#[cfg(feature = "sentinel")]
+mod sentinel;
 
 use self::connection::{Connection, Open, Single};
 use crate::config::Replication;
@@ -53,8 +55,8 @@ const SHARD_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The length of the version an entry's value starts with.
 const VERSION_LEN: usize = 8;
 
-/// A Redis (or Valkey) backend: one server, or a Redis Cluster (feature
-/// `cluster`).
+/// A Redis (or Valkey) backend: one server, a Redis Cluster (feature
+/// `cluster`), or the primary of a Sentinel group (feature `sentinel`).
 ///
 /// Built from a [`RedisConfig`]. Connecting is lazy unless
 /// [`RedisConfig::fail_fast`] is set: a service starts while Redis is down and
@@ -86,6 +88,8 @@ enum Transport {
     },
     #[cfg(feature = "cluster")]
     Cluster(Arc<cluster::Cluster>),
+    #[cfg(feature = "sentinel")]
+    Sentinel(Arc<sentinel::Sentinel>),
 }
 
 /// What a request is, for the transport: which connection it goes on, and
@@ -120,6 +124,8 @@ impl fmt::Debug for RedisBackend {
             Transport::Single { .. } => "url",
             #[cfg(feature = "cluster")]
             Transport::Cluster(_) => "cluster_nodes",
+            #[cfg(feature = "sentinel")]
+            Transport::Sentinel(_) => "sentinels",
         };
         f.debug_struct("RedisBackend")
             .field(field, &self.description)
@@ -158,15 +164,19 @@ impl RedisBackend {
         #[cfg(feature = "tls")]
         install_crypto_provider();
         let description = config.redacted_url();
-        let transport = match config.nodes() {
-            None => Transport::Single {
+        let transport = match (config.nodes(), config.is_sentinel()) {
+            #[cfg(feature = "sentinel")]
+            (_, true) => Transport::Sentinel(Arc::new(sentinel::Sentinel::new(&config)?)),
+            #[cfg(not(feature = "sentinel"))]
+            (_, true) => unreachable!("Sentinel configurations need the `sentinel` feature"),
+            (None, false) => Transport::Single {
                 reads: Arc::new(single_connection(&config)?),
                 writes: Arc::new(single_connection(&config)?),
             },
             #[cfg(feature = "cluster")]
-            Some(_) => Transport::Cluster(Arc::new(cluster::Cluster::new(&config)?)),
+            (Some(_), false) => Transport::Cluster(Arc::new(cluster::Cluster::new(&config)?)),
             #[cfg(not(feature = "cluster"))]
-            Some(_) => unreachable!("cluster configurations need the `cluster` feature"),
+            (Some(_), false) => unreachable!("cluster configurations need the `cluster` feature"),
         };
         let transport = match transport {
             // Without waits, one connection serves all.
@@ -223,6 +233,16 @@ impl RedisBackend {
                     )
                     .await
             }
+            #[cfg(feature = "sentinel")]
+            Transport::Sentinel(sentinel) => {
+                sentinel
+                    .request(
+                        matches!(route, Route::Write(..)),
+                        self.timeout_for(route),
+                        cmd,
+                    )
+                    .await
+            }
         }
     }
 
@@ -266,24 +286,28 @@ impl Drop for Waiting<'_> {
 
 /// The single-node connection.
 fn single_connection(config: &RedisConfig) -> Result<Connection<Single>> {
-    // No response timeout in the manager: `send` bounds each request as a
-    // whole (including waits on a reconnect), and a second timer per
-    // request costs throughput under concurrency.
-    let manager_config = redis::aio::ConnectionManagerConfig::new()
+    Ok(Connection::new(
+        Single {
+            client: config.client()?,
+            config: manager_config(config),
+        },
+        config.response_timeout,
+        config.ping_interval,
+    ))
+}
+
+/// A one-server connection manager's settings. No response timeout in the
+/// manager: `send` bounds each request as a whole (including waits on a
+/// reconnect), and a second timer per request costs throughput under
+/// concurrency.
+fn manager_config(config: &RedisConfig) -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(None)
         .set_min_delay(config.backoff_base)
         .set_exponent_base(2.0)
         .set_max_delay(config.backoff_max)
-        .set_number_of_retries(config.reconnect_attempts());
-    Ok(Connection::new(
-        Single {
-            client: config.client()?,
-            config: manager_config,
-        },
-        config.response_timeout,
-        config.ping_interval,
-    ))
+        .set_number_of_retries(config.reconnect_attempts())
 }
 
 /// Runs one request on `connection` within `timeout`, which bounds the
@@ -294,30 +318,76 @@ async fn send<O: Open>(
     timeout: Duration,
     cmd: impl RequestKind,
 ) -> Result<redis::Value> {
+    send_raw(connection, timeout, cmd)
+        .await
+        .map_err(|failure| failure.into_error(O::NAME))
+}
+
+/// Why a request failed, for a transport that acts on it (Sentinel).
+#[cfg_attr(not(feature = "sentinel"), allow(dead_code))]
+enum Failure {
+    /// Not inside a Tokio runtime.
+    NoRuntime,
+    /// No connection could be had.
+    Open(Error),
+    /// redis-rs' error: from the server, or the connection's.
+    Redis(redis::RedisError),
+    /// No answer within this.
+    Timeout(Duration),
+}
+
+impl Failure {
+    fn into_error(self, backend: &'static str) -> Error {
+        match self {
+            Failure::NoRuntime => Error::backend(
+                backend,
+                "the Redis backend needs a Tokio runtime (with I/O and timers); \
+                 cached calls outside one run uncached",
+            ),
+            Failure::Open(e) => e,
+            Failure::Redis(e) => Error::backend(backend, e),
+            Failure::Timeout(timeout) => Error::backend(
+                backend,
+                format!("no answer within the response timeout ({timeout:?})"),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::NoRuntime => f.write_str("no Tokio runtime"),
+            Failure::Open(e) => write!(f, "{e}"),
+            Failure::Redis(e) => write!(f, "{e}"),
+            Failure::Timeout(timeout) => write!(f, "no answer within {timeout:?}"),
+        }
+    }
+}
+
+/// [`send`], with the failure as it happened.
+async fn send_raw<O: Open>(
+    connection: &Arc<Connection<O>>,
+    timeout: Duration,
+    cmd: impl RequestKind,
+) -> std::result::Result<redis::Value, Failure> {
     // redis-rs panics outside a Tokio runtime; a cached call must not.
     if tokio::runtime::Handle::try_current().is_err() {
-        return Err(Error::backend(
-            O::NAME,
-            "the Redis backend needs a Tokio runtime (with I/O and timers); \
-             cached calls outside one run uncached",
-        ));
+        return Err(Failure::NoRuntime);
     }
-    let connection::Leased { mut handle, id } = connection.get()?;
+    let connection::Leased { mut handle, id } = connection.get().map_err(Failure::Open)?;
     let fut = async move { cmd.run(&mut handle).await };
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(value)) => {
             connection.answered();
             Ok(value)
         }
-        Ok(Err(e)) => Err(Error::backend(O::NAME, e)),
+        Ok(Err(e)) => Err(Failure::Redis(e)),
         Err(_) => {
             // The connection may have gone silent: the next request
             // goes to a new one.
             connection.timed_out(id);
-            Err(Error::backend(
-                O::NAME,
-                format!("no answer within the response timeout ({timeout:?})"),
-            ))
+            Err(Failure::Timeout(timeout))
         }
     }
 }
@@ -545,6 +615,8 @@ impl Backend for RedisBackend {
             Transport::Single { .. } => NAME,
             #[cfg(feature = "cluster")]
             Transport::Cluster(_) => cluster::NAME,
+            #[cfg(feature = "sentinel")]
+            Transport::Sentinel(_) => sentinel::NAME,
         }
     }
 
@@ -656,6 +728,8 @@ impl Backend for RedisBackend {
         // One pipeline per node on a cluster (per slot: a pipeline cannot
         // cross slots), all at once; one pipeline on a single server.
         let groups: Vec<Vec<String>> = match self.transport {
+            #[cfg(feature = "sentinel")]
+            Transport::Sentinel(_) => vec![shards.iter().map(|s| generation_key(s)).collect()],
             Transport::Single { .. } => vec![shards.iter().map(|s| generation_key(s)).collect()],
             #[cfg(feature = "cluster")]
             Transport::Cluster(_) => cluster::by_slot(shards.iter().map(|s| generation_key(s))),
@@ -694,12 +768,16 @@ impl Backend for RedisBackend {
             Transport::Single { .. } => false,
             #[cfg(feature = "cluster")]
             Transport::Cluster(_) => true,
+            #[cfg(feature = "sentinel")]
+            Transport::Sentinel(_) => false,
         }
     }
 
     async fn nodes(&self) -> Option<NodeHealth> {
         match &self.transport {
             Transport::Single { .. } => None,
+            #[cfg(feature = "sentinel")]
+            Transport::Sentinel(_) => None,
             #[cfg(feature = "cluster")]
             Transport::Cluster(cluster) => cluster.nodes(self.response_timeout).await,
         }

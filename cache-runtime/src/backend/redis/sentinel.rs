@@ -37,6 +37,9 @@ pub(super) const NAME: &str = "redis-sentinel";
 /// How often the monitor asks a sentinel which node is the primary.
 pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The longest pause between two searches for the primary.
+pub(crate) const SEARCH_BACKOFF_CAP: Duration = Duration::from_millis(250);
+
 /// At most one warning of each kind per this period.
 const WARN_PERIOD: Duration = Duration::from_secs(10);
 
@@ -79,7 +82,8 @@ pub(super) struct Sentinel {
 
 impl Sentinel {
     pub(super) fn new(config: &RedisConfig) -> Result<Sentinel> {
-        let (sentinels, name, auth) = config.sentinel().expect("a Sentinel configuration");
+        let target = config.sentinel_target().expect("a Sentinel configuration");
+        let (sentinels, name, auth) = (&target.sentinels, &target.name, &target.primary_auth);
         let invalid = |e: redis::RedisError| {
             Error::Config(format!(
                 "invalid Redis Sentinel configuration {}: {e}",
@@ -119,7 +123,7 @@ impl Sentinel {
         Ok(Sentinel {
             discovery: tokio::sync::Mutex::new(discovery),
             sentinels: clients,
-            name: name.to_owned(),
+            name: name.clone(),
             node,
             manager: super::manager_config(config),
             separate_writes: config.replication.is_some(),
@@ -183,7 +187,10 @@ impl Sentinel {
 
     /// Waits until a primary is known, at most until `deadline`, starting a
     /// search if none runs.
-    async fn wait_for_primary(self: &Arc<Self>, deadline: tokio::time::Instant) -> Result<Arc<Primary>> {
+    async fn wait_for_primary(
+        self: &Arc<Self>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<Primary>> {
         let mut found = self.found.subscribe();
         loop {
             if let Some(primary) = self.current() {
@@ -215,7 +222,10 @@ impl Sentinel {
         if current.as_ref().is_none_or(|p| p.id != id) {
             return;
         }
-        let address = current.take().map(|p| p.address.clone()).unwrap_or_default();
+        let address = current
+            .take()
+            .map(|p| p.address.clone())
+            .unwrap_or_default();
         drop(current);
         if let Some(suppressed) = self.lost.admit() {
             tracing::warn!(
@@ -309,11 +319,6 @@ impl Sentinel {
         self.found.send_modify(|n| *n += 1);
         primary
     }
-
-    /// The primary's address, for health.
-    pub(super) fn primary_address(&self) -> Option<String> {
-        self.current().map(|p| p.address.clone())
-    }
 }
 
 /// Clears a "task runs" flag when the task ends, however it ends.
@@ -343,7 +348,10 @@ async fn search(sentinel: Weak<Sentinel>, _running: Running) {
             Ok((address, client)) => {
                 tracing::info!(backend = NAME, primary = %address, "Redis primary found through the sentinels");
                 sentinel.install(address, client);
-                *sentinel.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *sentinel
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
                 return;
             }
             Err(error) => {
@@ -355,9 +363,16 @@ async fn search(sentinel: Weak<Sentinel>, _running: Running) {
                         "cannot find the Redis primary through the sentinels; calls run uncached"
                     );
                 }
-                *sentinel.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                *sentinel
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(error);
+                // Capped low: during a failover the sentinels name the new
+                // primary a moment after the old one stops answering, and
+                // the search should see it soon after.
                 let (base, cap) = sentinel.backoff;
-                delay = Some(delay.map_or(base, |d: Duration| (d * 2).min(cap)));
+                let cap = cap.min(SEARCH_BACKOFF_CAP);
+                delay = Some(delay.map_or(base.min(cap), |d: Duration| (d * 2).min(cap)));
             }
         }
     }
@@ -391,7 +406,7 @@ impl Failure {
     fn may_be_another_primary(&self) -> bool {
         match self {
             Failure::Timeout(_) => true,
-            Failure::NoRuntime => false,
+            Failure::NoRuntime | Failure::Open(_) => false,
             Failure::Redis(e) => {
                 e.is_io_error()
                     || e.is_connection_dropped()
