@@ -601,7 +601,7 @@ impl RedisConfig {
         client.map_err(|e| Error::Config(format!("invalid Redis URL {}: {e}", self.redacted_url())))
     }
 
-    #[cfg(all(feature = "cluster", feature = "tls"))]
+    #[cfg(all(any(feature = "cluster", feature = "sentinel"), feature = "tls"))]
     pub(crate) fn root_cert(&self) -> Option<&[u8]> {
         self.tls_root_cert.as_deref()
     }

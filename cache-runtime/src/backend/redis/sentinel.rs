@@ -3,11 +3,16 @@
 //! (asking the sentinels, then checking with `ROLE` that the node it names
 //! is a primary) but does not follow a failover; this module does:
 //!
-//! - A connection error, a timeout or a `READONLY` reply forgets the
-//!   primary: no request goes to that node again until the sentinels name a
-//!   primary again and it confirms its role. So a demoted primary, or one
-//!   that restarts empty before the sentinels demote it, is never written
-//!   to or read from by a connection opened before.
+//! - A connection error, a timeout (of a request that had the whole
+//!   response timeout) or a `READONLY` reply forgets the primary: no request
+//!   goes to that node through its connections again until the sentinels
+//!   name a primary again and it confirms its role. So a demoted primary is
+//!   never written to. An idle backend whose primary died and restarted
+//!   before any request failed can reconnect to it through the connection
+//!   manager: the monitor's check bounds that to [`CHECK_INTERVAL`].
+//! - The first sentinel that answers is believed: a sentinel cut off with an
+//!   old primary on a minority side can keep us on it (no majority check
+//!   yet).
 //! - A monitor task asks a sentinel every [`CHECK_INTERVAL`] which node is
 //!   the primary, and forgets ours if the answer differs: a primary cut off
 //!   from the sentinels (which promoted another) is left within that bound
@@ -104,6 +109,14 @@ impl Sentinel {
             .map(redis::Client::open)
             .collect::<redis::RedisResult<Vec<_>>>()
             .map_err(invalid)?;
+        #[cfg(feature = "tls")]
+        if config.root_cert().is_some() {
+            return Err(Error::Config(
+                "a CA certificate (tls_root_cert) is not supported with Sentinel yet; \
+                 use certificates the system trusts"
+                    .to_owned(),
+            ));
+        }
         let discovery = redis::sentinel::Sentinel::build(infos).map_err(invalid)?;
         let mut redis_info = redis::RedisConnectionInfo::default();
         if let Some((user, password)) = auth {
@@ -177,8 +190,17 @@ impl Sentinel {
         };
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let result = send_raw(connection, left, cmd).await;
+        // A timeout counts only if the request had the whole response
+        // timeout: one that waited for the search and was left a sliver
+        // says nothing about the primary (found in review: a paused primary
+        // was forgotten by every caller at once).
+        let doubt = match &result {
+            Err(Failure::Timeout(t)) => *t >= self.response_timeout,
+            Err(failure) => failure.may_be_another_primary(),
+            Ok(_) => false,
+        };
         if let Err(failure) = &result
-            && failure.may_be_another_primary()
+            && doubt
         {
             self.forget(primary.id, &failure.to_string());
         }
@@ -387,6 +409,9 @@ async fn monitor(sentinel: Weak<Sentinel>, _running: Running) {
             return;
         };
         let Some(primary) = sentinel.current() else {
+            // A failure between a search's install and its end finds the
+            // search still running and starts none: start it here.
+            sentinel.search();
             continue;
         };
         if let Some(named) = sentinel.named_primary().await
