@@ -169,22 +169,19 @@ impl RedisBackend {
             (_, true) => Transport::Sentinel(Arc::new(sentinel::Sentinel::new(&config)?)),
             #[cfg(not(feature = "sentinel"))]
             (_, true) => unreachable!("Sentinel configurations need the `sentinel` feature"),
-            (None, false) => Transport::Single {
-                reads: Arc::new(single_connection(&config)?),
-                writes: Arc::new(single_connection(&config)?),
-            },
+            (None, false) => {
+                // Without waits, one connection serves all.
+                let reads = Arc::new(single_connection(&config)?);
+                let writes = match config.replication {
+                    Some(_) => Arc::new(single_connection(&config)?),
+                    None => Arc::clone(&reads),
+                };
+                Transport::Single { reads, writes }
+            }
             #[cfg(feature = "cluster")]
             (Some(_), false) => Transport::Cluster(Arc::new(cluster::Cluster::new(&config)?)),
             #[cfg(not(feature = "cluster"))]
             (Some(_), false) => unreachable!("cluster configurations need the `cluster` feature"),
-        };
-        let transport = match transport {
-            // Without waits, one connection serves all.
-            Transport::Single { reads, .. } if config.replication.is_none() => Transport::Single {
-                writes: Arc::clone(&reads),
-                reads,
-            },
-            other => other,
         };
         Ok(RedisBackend {
             transport,
@@ -728,11 +725,9 @@ impl Backend for RedisBackend {
         // One pipeline per node on a cluster (per slot: a pipeline cannot
         // cross slots), all at once; one pipeline on a single server.
         let groups: Vec<Vec<String>> = match self.transport {
-            #[cfg(feature = "sentinel")]
-            Transport::Sentinel(_) => vec![shards.iter().map(|s| generation_key(s)).collect()],
-            Transport::Single { .. } => vec![shards.iter().map(|s| generation_key(s)).collect()],
             #[cfg(feature = "cluster")]
             Transport::Cluster(_) => cluster::by_slot(shards.iter().map(|s| generation_key(s))),
+            _ => vec![shards.iter().map(|s| generation_key(s)).collect()],
         };
         let waits = u32::try_from(groups.len()).unwrap_or(u32::MAX);
         let bumps = groups.iter().map(|keys| {
