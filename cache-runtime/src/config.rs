@@ -498,6 +498,11 @@ impl RedisConfig {
     /// `interval` plus the response timeout when idle, and within the
     /// response timeout when busy. Default 5 s; `None` turns the idle ping
     /// off (a busy connection is still replaced on a timeout).
+    ///
+    /// On a Redis Cluster every primary is pinged each `interval`, busy or
+    /// not (the other nodes' answers say nothing of one node's), and the
+    /// cluster connection is replaced in the background: requests go on on
+    /// the old one until the new one has connected to every node.
     pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
         self.ping_interval = interval;
         self

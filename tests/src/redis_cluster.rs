@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::proxy::Proxy;
 use crate::redis_server::{RedisServer, free_port};
 
 /// How long a node may be unreachable before the others mark it failing:
@@ -163,6 +164,54 @@ impl RedisCluster {
             .trim()
             .parse()
             .expect("a slot number")
+    }
+
+    /// Puts a [`Proxy`] in front of every node and makes each node announce
+    /// its proxy's port, so that clients reach every node through its proxy
+    /// (the seeds, the slot map and the redirections all name the proxies);
+    /// the nodes still talk to each other on their bus ports directly.
+    /// Waits until every node sees every other one at its proxy.
+    ///
+    /// Afterwards `CLUSTER NODES` names the proxies' ports: use
+    /// [`Proxy::port`], not [`RedisServer::port`], with what it returns.
+    pub fn behind_proxies(&self) -> Vec<Proxy> {
+        let proxies: Vec<Proxy> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let proxy = Proxy::start(([127, 0, 0, 1], node.port()).into());
+                node.cli(&[
+                    "CONFIG",
+                    "SET",
+                    "cluster-announce-port",
+                    &proxy.port().to_string(),
+                ]);
+                proxy
+            })
+            .collect();
+        let announced: Vec<u16> = proxies.iter().map(Proxy::port).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = self.running().all(|node| {
+                let mut ports: Vec<u16> = parse_nodes(&node.cli(&["CLUSTER", "NODES"]))
+                    .iter()
+                    .map(|info| info.port)
+                    .collect();
+                ports.sort_unstable();
+                let mut want = announced.clone();
+                want.sort_unstable();
+                ports == want
+            });
+            if seen {
+                return proxies;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nodes did not all learn the proxies' ports within 30 s: {:?}",
+                self.topology()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILLs a node.

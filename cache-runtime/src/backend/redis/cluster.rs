@@ -11,7 +11,9 @@
 //!   their own, since a `WAIT` holds up every request behind it on its
 //!   connection.
 //! - The silent-connection handling of the single-node backend
-//!   ([`super::connection`]), for the cluster connection as a whole.
+//!   ([`super::connection`]), for the cluster connection as a whole:
+//!   replaced in the background when a node leaves a request unanswered,
+//!   every primary pinged each ping interval.
 //!
 //! An entry and its shard's generation share a hash tag, so every lookup,
 //! store and entry invalidation is one command on one node. A namespace's 16
@@ -46,6 +48,10 @@ const SLOT_THRESHOLD: u32 = 5;
 pub(super) struct ClusterOpen {
     client: redis::cluster::ClusterClient,
     config: redis::cluster::ClusterConfig,
+    /// Bounds [`Open::connect`]: connecting to the seeds, one `CLUSTER
+    /// SLOTS`, then connecting to the nodes it names, each connect bounded
+    /// by the connect timeout.
+    connect_within: Duration,
 }
 
 impl Open for ClusterOpen {
@@ -57,6 +63,36 @@ impl Open for ClusterOpen {
         Ok(self
             .client
             .get_pending_async_connection_with_config(self.config.clone()))
+    }
+
+    async fn connect(&self) -> Result<ClusterConnection> {
+        let connect = self
+            .client
+            .get_async_connection_with_config(self.config.clone());
+        match tokio::time::timeout(self.connect_within, connect).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(Error::backend(NAME, e)),
+            Err(_) => Err(Error::backend(
+                NAME,
+                format!(
+                    "could not connect to the cluster within {:?}",
+                    self.connect_within
+                ),
+            )),
+        }
+    }
+
+    /// `PING` on every primary: one silent node fails it.
+    async fn probe(handle: &mut ClusterConnection) -> redis::RedisResult<()> {
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+        let every_primary = RoutingInfo::MultiNode((
+            MultipleNodeRoutingInfo::AllMasters,
+            Some(ResponsePolicy::AllSucceeded),
+        ));
+        handle
+            .route_command(redis::cmd("PING"), every_primary)
+            .await
+            .map(drop)
     }
 }
 
@@ -110,7 +146,7 @@ impl Cluster {
         // The writes connection's requests wait for replicas, one after the
         // other on each node: `send` bounds each by the waits queued ahead
         // of it, so no per-attempt timeout there.
-        let connection = |response_timeout: Option<Duration>| {
+        let connection = |response_timeout: Option<Duration>, ping_interval: Option<Duration>| {
             let mut cluster_config =
                 redis::cluster::ClusterConfig::new().set_connection_timeout(config.connect_timeout);
             if let Some(timeout) = response_timeout {
@@ -120,16 +156,18 @@ impl Cluster {
                 ClusterOpen {
                     client: client.clone(),
                     config: cluster_config,
+                    connect_within: 2 * config.connect_timeout + config.response_timeout,
                 },
                 config.response_timeout,
-                // No idle ping: an unanswered one would replace nothing
-                // (`Connection::timed_out`).
-                None,
+                ping_interval,
             ))
         };
         Ok(Cluster {
-            reads: connection(Some(config.response_timeout)),
-            writes: connection(None),
+            // The writes connection is not pinged: its pings would wait
+            // behind the `WAIT`s, and time out on healthy nodes. Its
+            // requests' own timeouts replace it.
+            reads: connection(Some(config.response_timeout), config.ping_interval),
+            writes: connection(None, None),
             slots: SlotCircuits::new(CircuitConfig {
                 threshold: SLOT_THRESHOLD,
                 base: config.backoff_base,

@@ -19,10 +19,22 @@
 //! - a watchdog task pings a connection that answered nothing for the ping
 //!   interval, so an idle one is replaced before a call needs it, and pings
 //!   the replacement at once so that it is connected when a call comes.
+//!
+//! A cluster connection holds one connection per node, and redis-rs has no
+//! way to replace one node's. So the whole cluster connection is replaced,
+//! but in the background: a new one is opened and connected to every node
+//! while requests go on on the old one, and takes over once it is ready
+//! (a new cluster connection waits for every node, a frozen one for the
+//! connect timeout: requests must not wait for it). At most one replacement
+//! runs at a time, and they start at most once per [`REBUILD_SPACING`].
+//! The watchdog pings every primary each interval, whether or not the
+//! connection answered meanwhile: one silent node does not stop the others
+//! from answering.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
@@ -38,14 +50,24 @@ pub(super) trait Open: Send + Sync + 'static {
     /// The backend's name, for logs.
     const NAME: &'static str;
 
-    /// Whether the connection reaches several nodes (a cluster): then a
-    /// timeout may be one node's, and the connection is not replaced for
-    /// it ([`Connection::timed_out`]).
+    /// Whether the connection reaches several nodes (a cluster): then it is
+    /// replaced in the background, by one [`connect`](Self::connect)ed
+    /// first ([`Connection::timed_out`]).
     const SEVERAL_NODES: bool;
 
     /// Opens it lazily: nothing is sent until the first request, which
     /// must run inside a Tokio runtime.
     fn open(&self) -> Result<Self::Handle>;
+
+    /// Opens it and waits until it is connected, within a bound of its own.
+    fn connect(&self) -> impl Future<Output = Result<Self::Handle>> + Send {
+        std::future::ready(self.open())
+    }
+
+    /// The watchdog's check that the connection answers: `PING`.
+    fn probe(handle: &mut Self::Handle) -> impl Future<Output = redis::RedisResult<()>> + Send {
+        async move { redis::cmd("PING").query_async::<()>(handle).await }
+    }
 }
 
 /// One Redis server through redis-rs' `ConnectionManager`, which reconnects
@@ -68,6 +90,11 @@ impl Open for Single {
 
 /// At most one "connection replaced" warning per this period.
 const WARN_PERIOD: Duration = Duration::from_secs(10);
+
+/// Background replacements of a cluster connection start at most once per
+/// this period: while a node stays frozen, each new connection's requests
+/// to it time out too.
+pub(super) const REBUILD_SPACING: Duration = Duration::from_secs(1);
 
 /// A request's handle to the connection, and which connection it is.
 pub(super) struct Leased<H> {
@@ -134,6 +161,8 @@ pub(super) struct Connection<O: Open> {
     /// Whether a watchdog task runs (cleared when it ends, also when its
     /// runtime shuts down: the next command starts another).
     watched: Arc<AtomicBool>,
+    /// Whether a background replacement runs (several nodes only).
+    rebuilding: Arc<AtomicBool>,
     replaced: Throttle,
 }
 
@@ -150,6 +179,7 @@ impl<O: Open> Connection<O> {
             ping_interval,
             answered: AtomicBool::new(false),
             watched: Arc::new(AtomicBool::new(false)),
+            rebuilding: Arc::new(AtomicBool::new(false)),
             replaced: Throttle::new(WARN_PERIOD),
         }
     }
@@ -195,15 +225,16 @@ impl<O: Open> Connection<O> {
     /// replaces it with a new connection, unless that happened already.
     /// Requests still waiting on it time out as they would have; redis-rs
     /// closes it when the last of them is gone.
-    /// Returns whether this call replaced it.
+    /// Returns whether this call replaced it (a background replacement has
+    /// not, yet).
     ///
-    /// A connection to several nodes is never replaced this way: the
-    /// timeout may be one node's, and a new cluster connection waits for
-    /// every seed node (a frozen one for the connect timeout), which
-    /// stopped the healthy nodes' hits too. One node's silence is left to
-    /// the slots' circuits and to TCP keepalive, which closes its socket.
-    pub(super) fn timed_out(&self, id: u64) -> bool {
+    /// A connection to several nodes is replaced in the background
+    /// ([`rebuild`](Self::rebuild)): the timeout may be one node's, and a
+    /// new cluster connection waits for every node, a frozen one for the
+    /// connect timeout; the healthy nodes' requests must not wait for it.
+    pub(super) fn timed_out(self: &Arc<Self>, id: u64) -> bool {
         if O::SEVERAL_NODES {
+            self.rebuild(id);
             return false;
         }
         let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
@@ -223,6 +254,53 @@ impl<O: Open> Connection<O> {
             alive: Alive::spawn(),
         });
         drop(slot);
+        self.warn_replaced();
+        true
+    }
+
+    /// Connects a new connection on a task of its own and puts it in place
+    /// of connection `id` when it is ready, unless `id` was replaced
+    /// meanwhile. Nothing if a replacement runs or started less than
+    /// [`REBUILD_SPACING`] ago. Call inside a Tokio runtime.
+    fn rebuild(self: &Arc<Self>, id: u64) {
+        if self.rebuilding.swap(true, Relaxed) {
+            return;
+        }
+        // Clears the flag however the task ends, its runtime's shutdown
+        // included.
+        let running = Running(Arc::clone(&self.rebuilding));
+        let connection = Arc::clone(self);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match connection.opener.connect().await {
+                Ok(handle) => {
+                    let mut slot = connection
+                        .current
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if slot.as_ref().is_some_and(|c| c.id == id) {
+                        *slot = Some(Current {
+                            handle,
+                            id: id + 1,
+                            alive: Alive::spawn(),
+                        });
+                        drop(slot);
+                        connection.warn_replaced();
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(backend = O::NAME, %error, "cannot open a new Redis connection");
+                }
+            }
+            // The strong reference goes now; the flag stays set for the
+            // rest of the spacing.
+            drop(connection);
+            tokio::time::sleep_until((started + REBUILD_SPACING).into()).await;
+            drop(running);
+        });
+    }
+
+    fn warn_replaced(&self) {
         if let Some(suppressed) = self.replaced.admit() {
             tracing::warn!(
                 backend = O::NAME,
@@ -232,7 +310,6 @@ impl<O: Open> Connection<O> {
                  replaced it with a new one"
             );
         }
-        true
     }
 
     /// Starts the watchdog on the current runtime, unless one runs.
@@ -253,9 +330,7 @@ impl<O: Open> Connection<O> {
         let Ok(Leased { mut handle, id }) = self.get() else {
             return false;
         };
-        let ping = redis::cmd("PING");
-        match tokio::time::timeout(self.response_timeout, ping.query_async::<()>(&mut handle)).await
-        {
+        match tokio::time::timeout(self.response_timeout, O::probe(&mut handle)).await {
             Ok(Ok(())) => {
                 self.answered();
                 false
@@ -278,15 +353,16 @@ impl Drop for Running {
 }
 
 /// Each interval, pings the connection if it answered nothing since the
-/// last one; after a replacement, pings the new one at once, which connects
-/// it. Ends when the backend is dropped.
+/// last one (a connection to several nodes: every time, since the others'
+/// answers say nothing of one node's); after a replacement, pings the new
+/// one at once, which connects it. Ends when the backend is dropped.
 async fn watchdog<O: Open>(connection: Weak<Connection<O>>, interval: Duration, _running: Running) {
     loop {
         tokio::time::sleep(interval).await;
         let Some(connection) = connection.upgrade() else {
             return;
         };
-        if connection.answered.swap(false, Relaxed) {
+        if connection.answered.swap(false, Relaxed) && !O::SEVERAL_NODES {
             continue;
         }
         if connection.ping_replaced().await {

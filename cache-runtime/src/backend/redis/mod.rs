@@ -379,7 +379,13 @@ async fn send_raw<O: Open>(
             connection.answered();
             Ok(value)
         }
-        Ok(Err(e)) => Err(Failure::Redis(e)),
+        Ok(Err(e)) => {
+            // A cluster connection's own per-attempt timeout.
+            if e.is_timeout() {
+                connection.timed_out(id);
+            }
+            Err(Failure::Redis(e))
+        }
         Err(_) => {
             // The connection may have gone silent: the next request
             // goes to a new one.
