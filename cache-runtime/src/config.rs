@@ -309,8 +309,8 @@ impl RedisConfig {
     /// credentials, if it has any, are set with
     /// [`primary_auth`](Self::primary_auth). Database 0.
     ///
-    /// Requests go to the primary the sentinels name, after it confirmed
-    /// its role. After a failover the new primary is found by itself: see
+    /// Requests go to the primary a majority of the listed sentinels name,
+    /// after it confirmed its role: list every sentinel of the group. After a failover the new primary is found by itself: see
     /// the guide's Scaling out chapter for the bound. Invalidations wait for
     /// one replica by default, as on a cluster.
     #[cfg(feature = "sentinel")]

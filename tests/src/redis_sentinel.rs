@@ -118,6 +118,23 @@ impl SentinelGroup {
     }
 }
 
+/// A sentinel of its own, monitoring another server under the same name
+/// [`PRIMARY_NAME`]: a sentinel that disagrees with a group's (cut off with
+/// an old primary, or misconfigured). Stopped on drop.
+pub struct StraySentinel(SentinelProcess);
+
+impl StraySentinel {
+    /// Monitors the server at `primary_port`.
+    pub fn start(primary_port: u16) -> StraySentinel {
+        StraySentinel(SentinelProcess::start(primary_port))
+    }
+
+    /// `host:port`, for `RedisConfig::sentinel`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.0.port)
+    }
+}
+
 impl SentinelGroup {
     /// Waits until the node at `port` is a replica that has synced with its
     /// primary (until then the primary's `WAIT` counts no replica).

@@ -11,7 +11,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, RedisBackend, RedisConfig};
-use cache_tests::redis_sentinel::{PRIMARY_NAME, SentinelGroup};
+use cache_tests::redis_sentinel::{PRIMARY_NAME, SentinelGroup, StraySentinel};
+use cache_tests::redis_server::RedisServer;
 use common::load::{KEYS, Load, SENTINEL, check_final, start_load, stop_load, versioned};
 
 fn config(group: &SentinelGroup) -> RedisConfig {
@@ -27,6 +28,43 @@ fn a_sentinel_group_serves_as_one_redis() {
             .unwrap();
         cache_runtime::testing::conformance::run_all(Arc::new(backend), "conf").await;
     });
+}
+
+#[cache_runtime::cached(namespace = "majority", ttl = 60)]
+async fn tripled(id: u64) -> u64 {
+    id * 3
+}
+
+/// A sentinel that names another primary than the others do, listed
+/// first: the majority is believed, and nothing is written to the node the
+/// stray one names (a minority cut off with an old primary would name it).
+#[test]
+fn a_sentinel_that_disagrees_with_the_majority_is_not_believed() {
+    let group = SentinelGroup::start();
+    let other = RedisServer::start();
+    let stray = StraySentinel::start(other.port());
+    let mut sentinels = vec![stray.address()];
+    sentinels.extend(group.sentinels());
+    let config = RedisConfig::sentinel(sentinels, PRIMARY_NAME).unwrap();
+    let cache = Cache::builder().redis(config).build().unwrap();
+    common::runtime().block_on(cache.scope(async {
+        for id in 0..20 {
+            assert_eq!(tripled(id).await, id * 3);
+        }
+        let (value, outcome) = cache_runtime::with_outcome(tripled(1)).await;
+        assert_eq!(
+            (value, outcome),
+            (3, Some(cache_runtime::CallOutcome::Hit)),
+            "the group's primary serves"
+        );
+    }));
+    let dbsize = |server: &RedisServer| -> u64 { server.cli(&["DBSIZE"]).trim().parse().unwrap() };
+    assert_eq!(
+        dbsize(&other),
+        0,
+        "written to the node a stray sentinel named"
+    );
+    assert!(dbsize(group.server(group.primary_port())) > 0);
 }
 
 /// The primary SIGKILLed while 32 tasks call and invalidate.

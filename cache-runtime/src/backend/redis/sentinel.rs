@@ -10,11 +10,13 @@
 //!   never written to. An idle backend whose primary died and restarted
 //!   before any request failed can reconnect to it through the connection
 //!   manager: the monitor's check bounds that to [`CHECK_INTERVAL`].
-//! - The first sentinel that answers is believed: a sentinel cut off with an
-//!   old primary on a minority side can keep us on it (no majority check
-//!   yet).
-//! - A monitor task asks a sentinel every [`CHECK_INTERVAL`] which node is
-//!   the primary, and forgets ours if the answer differs: a primary cut off
+//! - A primary is believed when a majority of the configured sentinels name
+//!   it (and it confirms its role), as Sentinel itself needs a majority to
+//!   fail over: a sentinel cut off with an old primary on a minority side,
+//!   or one monitoring another server under the same name, is outvoted.
+//!   Without a majority, no primary is found and calls run uncached.
+//! - A monitor task asks the sentinels every [`CHECK_INTERVAL`] which node is
+//!   the primary, and forgets ours if a majority names another: one cut off
 //!   from the sentinels (which promoted another) is left within that bound
 //!   even if it still answers us.
 //! - Finding the primary runs in a task of its own, retried with the
@@ -24,11 +26,11 @@
 //! Each primary found gets its own connections (and its own silent-
 //! connection watchdog, [`super::connection`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use redis::sentinel::SentinelNodeConnectionInfo;
 use tokio::sync::watch;
 
 use super::connection::{Connection, Single};
@@ -59,12 +61,14 @@ struct Primary {
 }
 
 pub(super) struct Sentinel {
-    /// redis-rs' discovery; one search at a time.
-    discovery: tokio::sync::Mutex<redis::sentinel::Sentinel>,
-    /// The sentinels, for the monitor's question.
+    /// The sentinels, all asked each time.
     sentinels: Vec<redis::Client>,
     name: String,
-    node: SentinelNodeConnectionInfo,
+    /// How to reach a node the sentinels name: the scheme (`redis` or
+    /// `rediss`), the primary's credentials, the TCP settings.
+    node_scheme: &'static str,
+    node_auth: redis::RedisConnectionInfo,
+    node_tcp: redis::io::tcp::TcpSettings,
     manager: redis::aio::ConnectionManagerConfig,
     separate_writes: bool,
     connect_timeout: Duration,
@@ -117,7 +121,6 @@ impl Sentinel {
                     .to_owned(),
             ));
         }
-        let discovery = redis::sentinel::Sentinel::build(infos).map_err(invalid)?;
         let mut redis_info = redis::RedisConnectionInfo::default();
         if let Some((user, password)) = auth {
             if !user.is_empty() {
@@ -127,17 +130,16 @@ impl Sentinel {
                 redis_info = redis_info.set_password(password);
             }
         }
-        let mut node = SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(redis_info)
-            .set_tcp_settings(config.tcp_settings());
-        if sentinels[0].scheme() == "rediss" {
-            node = node.set_tls_mode(redis::TlsMode::Secure);
-        }
         Ok(Sentinel {
-            discovery: tokio::sync::Mutex::new(discovery),
             sentinels: clients,
             name: name.clone(),
-            node,
+            node_scheme: if sentinels[0].scheme() == "rediss" {
+                "rediss"
+            } else {
+                "redis"
+            },
+            node_auth: redis_info,
+            node_tcp: config.tcp_settings(),
             manager: super::manager_config(config),
             separate_writes: config.replication.is_some(),
             connect_timeout: config.connect_timeout,
@@ -278,40 +280,76 @@ impl Sentinel {
         tokio::spawn(monitor(Arc::downgrade(self), running));
     }
 
-    /// One attempt: the sentinels' primary, confirmed by its `ROLE`.
+    /// One attempt: the primary a majority of the sentinels name,
+    /// confirmed by its `ROLE`.
     async fn find(&self) -> std::result::Result<(String, redis::Client), String> {
+        let address = self.named_primary().await?;
+        let client = self.node_client(&address)?;
         let limit = self.connect_timeout + self.response_timeout;
-        let mut discovery = self.discovery.lock().await;
-        let client = tokio::time::timeout(
-            limit,
-            discovery.async_master_for(&self.name, Some(&self.node)),
-        )
-        .await
-        .map_err(|_| format!("the sentinels did not answer within {limit:?}"))?
-        .map_err(|e| e.to_string())?;
-        let address = client.get_connection_info().addr().to_string();
-        Ok((address, client))
+        let role = async {
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd("ROLE")
+                .query_async::<redis::Role>(&mut connection)
+                .await
+        };
+        match tokio::time::timeout(limit, role).await {
+            Ok(Ok(redis::Role::Primary { .. })) => Ok((address, client)),
+            Ok(Ok(_)) => Err(format!(
+                "{address}, which the sentinels name as the primary, is not one (yet)"
+            )),
+            Ok(Err(e)) => Err(format!("the primary the sentinels name, {address}: {e}")),
+            Err(_) => Err(format!(
+                "the primary the sentinels name, {address}, did not answer within {limit:?}"
+            )),
+        }
     }
 
-    /// The node the first sentinel that answers names as the primary.
-    async fn named_primary(&self) -> Option<String> {
-        for client in &self.sentinels {
-            let ask = async {
-                let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-                let reply: Option<(String, String)> = redis::cmd("SENTINEL")
-                    .arg("get-master-addr-by-name")
-                    .arg(&self.name)
-                    .query_async(&mut connection)
-                    .await
-                    .ok()?;
-                reply.map(|(host, port)| format!("{host}:{port}"))
-            };
-            let limit = self.connect_timeout + self.response_timeout;
-            if let Ok(Some(address)) = tokio::time::timeout(limit, ask).await {
-                return Some(address);
+    /// The node a majority of the configured sentinels name as the primary,
+    /// all asked at once, each within the connect and response timeouts. A
+    /// sentinel that thinks the primary down names none.
+    async fn named_primary(&self) -> std::result::Result<String, String> {
+        let limit = self.connect_timeout + self.response_timeout;
+        let ask = |client: &redis::Client| {
+            let client = client.clone();
+            let name = self.name.clone();
+            async move {
+                let ask = async {
+                    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+                    let reply: HashMap<String, String> = redis::cmd("SENTINEL")
+                        .arg("MASTER")
+                        .arg(&name)
+                        .query_async(&mut connection)
+                        .await
+                        .ok()?;
+                    named_by(&reply, &name)
+                };
+                tokio::time::timeout(limit, ask).await.ok().flatten()
             }
-        }
-        None
+        };
+        let answers = futures_util::future::join_all(self.sentinels.iter().map(ask)).await;
+        majority(&answers, self.sentinels.len())
+    }
+
+    /// A client for the node at `address` (`host:port`, as a sentinel names
+    /// it), with the primary's credentials.
+    fn node_client(&self, address: &str) -> std::result::Result<redis::Client, String> {
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("the sentinels named `{address}`, not a host:port"))?;
+        // An IPv6 address goes in brackets in a URL.
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let url = format!("{}://{host}:{port}", self.node_scheme);
+        redis::IntoConnectionInfo::into_connection_info(url.as_str())
+            .map(|info| {
+                info.set_redis_settings(self.node_auth.clone())
+                    .set_tcp_settings(self.node_tcp.clone())
+            })
+            .and_then(redis::Client::open)
+            .map_err(|e| format!("the sentinels named `{address}`: {e}"))
     }
 
     fn install(&self, address: String, client: redis::Client) -> Arc<Primary> {
@@ -400,8 +438,8 @@ async fn search(sentinel: Weak<Sentinel>, _running: Running) {
     }
 }
 
-/// Every [`CHECK_INTERVAL`], forgets the primary if the sentinels name
-/// another. Ends when the backend is dropped.
+/// Every [`CHECK_INTERVAL`], forgets the primary if a majority of the
+/// sentinels name another. Ends when the backend is dropped.
 async fn monitor(sentinel: Weak<Sentinel>, _running: Running) {
     loop {
         tokio::time::sleep(CHECK_INTERVAL).await;
@@ -414,7 +452,9 @@ async fn monitor(sentinel: Weak<Sentinel>, _running: Running) {
             sentinel.search();
             continue;
         };
-        if let Some(named) = sentinel.named_primary().await
+        // Without a majority the primary is kept: its own failures forget
+        // it, and its invalidations wait for a replica.
+        if let Ok(named) = sentinel.named_primary().await
             && named != primary.address
         {
             sentinel.forget(
@@ -440,5 +480,99 @@ impl Failure {
                     || e.to_string().contains("READONLY")
             }
         }
+    }
+}
+
+/// The primary a sentinel's `SENTINEL MASTER` reply names, `host:port`: none
+/// if the reply is for another name or the sentinel thinks it down.
+fn named_by(reply: &HashMap<String, String>, name: &str) -> Option<String> {
+    let flags = reply.get("flags")?;
+    let usable = reply.get("name").map(String::as_str) == Some(name)
+        && flags.split(',').any(|flag| flag == "master")
+        && !flags
+            .split(',')
+            .any(|flag| flag == "s_down" || flag == "o_down");
+    let port: u16 = reply.get("port")?.parse().ok()?;
+    let ip = reply.get("ip")?;
+    usable.then(|| format!("{ip}:{port}"))
+}
+
+/// The address named by more than half of `configured` sentinels, from
+/// their answers (`None`: no answer, or no usable primary).
+fn majority(answers: &[Option<String>], configured: usize) -> std::result::Result<String, String> {
+    let mut votes: Vec<(&str, usize)> = Vec::new();
+    for address in answers.iter().flatten() {
+        match votes.iter_mut().find(|(a, _)| *a == address) {
+            Some((_, n)) => *n += 1,
+            None => votes.push((address, 1)),
+        }
+    }
+    let needed = configured / 2 + 1;
+    if let Some((address, _)) = votes.iter().find(|(_, n)| *n >= needed) {
+        return Ok((*address).to_owned());
+    }
+    let named = if votes.is_empty() {
+        "none named one".to_owned()
+    } else {
+        votes
+            .iter()
+            .map(|(address, n)| format!("{n} named {address}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(format!(
+        "no primary named by a majority ({needed} of {configured}) of the sentinels: {named}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(fields: &[(&str, &str)]) -> HashMap<String, String> {
+        fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_reply_names_a_primary_only_when_usable() {
+        let up = reply(&[
+            ("name", "p"),
+            ("ip", "10.0.0.1"),
+            ("port", "6380"),
+            ("flags", "master"),
+        ]);
+        assert_eq!(named_by(&up, "p").as_deref(), Some("10.0.0.1:6380"));
+        assert_eq!(named_by(&up, "other"), None);
+        let mut down = up.clone();
+        down.insert("flags".into(), "master,s_down".into());
+        assert_eq!(named_by(&down, "p"), None);
+        let mut bad_port = up.clone();
+        bad_port.insert("port".into(), "x".into());
+        assert_eq!(named_by(&bad_port, "p"), None);
+        let mut no_ip = up;
+        no_ip.remove("ip");
+        assert_eq!(named_by(&no_ip, "p"), None);
+    }
+
+    #[test]
+    fn a_primary_needs_a_majority_of_the_configured_sentinels() {
+        let a = || Some("a:1".to_owned());
+        let b = || Some("b:1".to_owned());
+        assert_eq!(majority(&[a(), a(), b()], 3), Ok("a:1".to_owned()));
+        assert_eq!(majority(&[b(), a(), a(), a()], 4), Ok("a:1".to_owned()));
+        // Two of four is no majority; one answer of three neither.
+        let split = majority(&[a(), a(), b(), b()], 4).unwrap_err();
+        assert!(
+            split.contains("3 of 4") && split.contains("2 named a:1"),
+            "{split}"
+        );
+        assert!(majority(&[a(), None, None], 3).is_err());
+        assert_eq!(
+            majority(&[None, None, None], 3).unwrap_err(),
+            "no primary named by a majority (2 of 3) of the sentinels: none named one"
+        );
     }
 }
