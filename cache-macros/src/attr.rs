@@ -14,6 +14,8 @@ use crate::errors::Errors;
 pub(crate) const OPTIONS: &[&str] = &[
     "namespace",
     "ttl",
+    "none_ttl",
+    "ttl_jitter",
     "skip",
     "version",
     "cache_none",
@@ -33,6 +35,8 @@ pub(crate) struct Given<T> {
 pub(crate) struct RawArgs {
     pub(crate) namespace: Option<Given<LitStr>>,
     pub(crate) ttl: Option<Given<Lit>>,
+    pub(crate) none_ttl: Option<Given<Lit>>,
+    pub(crate) ttl_jitter: Option<Given<LitStr>>,
     pub(crate) skip: Option<Given<Vec<Ident>>>,
     pub(crate) version: Option<Given<LitInt>>,
     pub(crate) cache_none: Option<Given<LitBool>>,
@@ -69,7 +73,21 @@ impl RawArgs {
                 lit_str(&meta, "namespace = \"users\"")?,
                 errors,
             ),
-            "ttl" => set(&mut self.ttl, span, "ttl", ttl(&meta)?, errors),
+            "ttl" => set(&mut self.ttl, span, "ttl", ttl(&meta, "ttl")?, errors),
+            "none_ttl" => set(
+                &mut self.none_ttl,
+                span,
+                "none_ttl",
+                ttl(&meta, "none_ttl")?,
+                errors,
+            ),
+            "ttl_jitter" => set(
+                &mut self.ttl_jitter,
+                span,
+                "ttl_jitter",
+                lit_str(&meta, "ttl_jitter = \"20%\"")?,
+                errors,
+            ),
             "skip" => set(&mut self.skip, span, "skip", skip(&meta)?, errors),
             "version" => set(&mut self.version, span, "version", version(&meta)?, errors),
             "cache_none" => set(
@@ -190,14 +208,16 @@ fn value_lit(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Option<Li
     }
 }
 
-/// `ttl = 60` or `ttl = "10m"`.
-fn ttl(meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Lit>> {
-    const EXAMPLE: &str = "ttl = 60` or `ttl = \"10m\"";
-    match value_lit(meta, EXAMPLE)? {
+/// `ttl = 60` or `ttl = "10m"` (`option` is `ttl` or `none_ttl`).
+fn ttl(meta: &ParseNestedMeta<'_>, option: &str) -> syn::Result<Option<Lit>> {
+    let example = format!("{option} = 60` or `{option} = \"10m\"");
+    match value_lit(meta, &example)? {
         Some(lit @ (Lit::Int(_) | Lit::Str(_))) => Ok(Some(lit)),
         Some(other) => Err(syn::Error::new_spanned(
             other,
-            "expected the TTL in seconds (`ttl = 60`) or as a duration string (`ttl = \"1h30m\"`)",
+            format!(
+                "expected the TTL in seconds (`{option} = 60`) or as a duration string (`{option} = \"1h30m\"`)"
+            ),
         )),
         None => Ok(None),
     }
@@ -271,6 +291,9 @@ fn suggestion(unknown: &str) -> Option<&'static str> {
         ("ttl_secs", "ttl"),
         ("time", "ttl"),
         ("expire", "ttl"),
+        ("negative_ttl", "none_ttl"),
+        ("ttl_none", "none_ttl"),
+        ("jitter", "ttl_jitter"),
         ("ignore", "skip"),
         ("exclude", "skip"),
         ("convert", "skip"),

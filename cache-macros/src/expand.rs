@@ -52,6 +52,9 @@ fn call_site(spec: &Spec, function: &str, companion: bool) -> TokenStream {
     let namespace = &spec.namespace;
     let version = spec.version;
     let ttl = spec.ttl_secs.unwrap_or(0);
+    let none_ttl = spec.none_ttl_secs.unwrap_or(0);
+    // `u8::MAX`: the cache's jitter (`cache_runtime::call::CACHE_JITTER`).
+    let jitter = spec.jitter.unwrap_or(u8::MAX);
     let self_type = spec.receiver || spec.key_self_type.is_some();
     let exact_types = exact_types(spec);
     quote! {
@@ -64,6 +67,8 @@ fn call_site(spec: &Spec, function: &str, companion: bool) -> TokenStream {
             || ::core::any::type_name_of_val(&__cache_marker),
             #version,
             #ttl,
+            #none_ttl,
+            #jitter,
             #companion,
             #self_type,
             #exact_types,
@@ -159,6 +164,18 @@ fn wrapper(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
         Shape::Option => quote!(OPTION),
         Shape::Value => quote!(VALUE),
     };
+    // With `none_ttl`, the value is an `Option` (checked in `spec`), and a
+    // `None` is stored with that TTL.
+    let shape = if spec.none_ttl_secs.is_some() {
+        quote! {
+            #krate::__private::Shape {
+                none: ::core::option::Option::Some(::core::option::Option::is_none),
+                ..#krate::__private::Shape::#shape
+            }
+        }
+    } else {
+        quote!(#krate::__private::Shape::#shape)
+    };
     // Spanned at the value type: a value that is not Serialize + Deserialize is
     // reported there.
     let krate_at_value: TokenStream = quote!(#krate)
@@ -174,7 +191,7 @@ fn wrapper(spec: &Spec, item: &ItemFn, names: &Names) -> TokenStream {
             &__cache_types,
             __cache_args,
             __cache_body,
-            #krate::__private::Shape::#shape,
+            #shape,
         )
         .await
     };
@@ -321,6 +338,17 @@ fn caching_docs(spec: &Spec, names: &Names) -> TokenStream {
         )),
         None => doc.push_str("- **TTL:** the cache's default\n"),
     }
+    if let Some(secs) = spec.none_ttl_secs {
+        doc.push_str(&format!(
+            "- **TTL of `None`:** {} ({secs} s)\n",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        ));
+    }
+    match spec.jitter {
+        Some(0) => doc.push_str("- **TTL jitter:** none\n"),
+        Some(percent) => doc.push_str(&format!("- **TTL jitter:** up to {percent}% shorter\n")),
+        None => {}
+    }
     let key: Vec<String> = spec
         .key_self
         .then(|| "`self`".to_owned())
@@ -342,10 +370,14 @@ fn caching_docs(spec: &Spec, names: &Names) -> TokenStream {
     if spec.version != 0 {
         doc.push_str(&format!("- **Version:** {}\n", spec.version));
     }
-    doc.push_str(match spec.shape {
-        Shape::Result => "- **Cached:** `Ok` values; errors are not cached\n",
-        Shape::Option => "- **Cached:** `Some` values; `None` is not cached\n",
-        Shape::Value => "- **Cached:** every value\n",
+    doc.push_str(match (spec.shape, spec.none_ttl_secs.is_some()) {
+        (Shape::Result, false) => "- **Cached:** `Ok` values; errors are not cached\n",
+        (Shape::Result, true) => {
+            "- **Cached:** `Ok` values, `Ok(None)` with its own TTL; errors are not cached\n"
+        }
+        (Shape::Option, _) => "- **Cached:** `Some` values; `None` is not cached\n",
+        (Shape::Value, false) => "- **Cached:** every value\n",
+        (Shape::Value, true) => "- **Cached:** every value, `None` with its own TTL\n",
     });
     doc.push_str(&format!(
         "- **Invalidate one entry:** [`{}{}`]\n",

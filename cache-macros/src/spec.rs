@@ -17,6 +17,10 @@ pub(crate) struct Spec {
     pub(crate) namespace: String,
     /// `None`: the runtime's default TTL.
     pub(crate) ttl_secs: Option<u64>,
+    /// `none_ttl`: a cached `None`'s TTL (the value is an `Option`).
+    pub(crate) none_ttl_secs: Option<u64>,
+    /// `ttl_jitter`, in percent; `None`: the cache's.
+    pub(crate) jitter: Option<u8>,
     pub(crate) version: u32,
     pub(crate) krate: syn::Path,
     pub(crate) key_self: bool,
@@ -82,7 +86,12 @@ impl Spec {
         }
 
         let namespace = namespace(raw.namespace.as_ref(), &sig.ident, errors);
-        let ttl_secs = raw.ttl.as_ref().and_then(|t| ttl(t, errors));
+        let ttl_secs = raw.ttl.as_ref().and_then(|t| ttl(t, "ttl", errors));
+        let none_ttl_secs = raw
+            .none_ttl
+            .as_ref()
+            .and_then(|t| ttl(t, "none_ttl", errors));
+        let jitter = raw.ttl_jitter.as_ref().map(|j| jitter(j, errors));
         let version = raw.version.as_ref().map_or(Some(0), |v| {
             v.value
                 .base10_parse::<u32>()
@@ -107,7 +116,17 @@ impl Spec {
                 })
                 .ok(),
         };
-        let cache_none = raw.cache_none.as_ref().is_some_and(|b| b.value.value);
+        // `none_ttl` caches `None`, with its own TTL.
+        let cache_none = raw.cache_none.as_ref().is_some_and(|b| b.value.value)
+            || (raw.none_ttl.is_some() && returns_option(&sig.output));
+        if let (Some(none_ttl), Some(cache_none)) = (&raw.none_ttl, &raw.cache_none)
+            && !cache_none.value.value
+        {
+            errors.push(syn::Error::new(
+                none_ttl.span,
+                "`none_ttl` caches `None`, which `cache_none = false` says not to; remove one of them",
+            ));
+        }
         let key_self = raw.key_self.as_ref().is_some_and(|b| b.value.value);
         let key_self_type = raw
             .key_self_type
@@ -141,6 +160,15 @@ impl Spec {
                 "`cache_none` only applies to functions returning `Option<T>`; remove it",
             ));
         }
+        if let (Some(given), Some((_, value_ty))) = (&raw.none_ttl, shape_and_value.as_ref())
+            && !is_option(value_ty)
+        {
+            errors.push(syn::Error::new(
+                given.span,
+                "`none_ttl` applies to functions returning `Option<T>` or `Result<Option<T>, E>`, \
+                 whose `None` it caches; remove it",
+            ));
+        }
         let (shape, value_ty) = shape_and_value?;
         let type_params = sig
             .generics
@@ -156,6 +184,8 @@ impl Spec {
         Some(Spec {
             namespace: namespace?,
             ttl_secs: ttl_secs.unwrap_or(None),
+            none_ttl_secs: none_ttl_secs.unwrap_or(None),
+            jitter: jitter.unwrap_or(None),
             version: version?,
             krate: krate?,
             key_self,
@@ -211,15 +241,16 @@ fn namespace(
     }
 }
 
-/// `Some(None)`: no TTL given. `None`: an error was reported.
-fn ttl(given: &Given<syn::Lit>, errors: &mut Errors) -> Option<Option<u64>> {
+/// `Some(None)`: no TTL given. `None`: an error was reported. `option` is
+/// the option's name (`ttl`, `none_ttl`), for the messages.
+fn ttl(given: &Given<syn::Lit>, option: &str, errors: &mut Errors) -> Option<Option<u64>> {
     let (secs, span) = match &given.value {
         syn::Lit::Int(i) => match i.base10_parse::<u64>() {
             Ok(secs) => (secs, i.span()),
             Err(_) => {
                 errors.push(syn::Error::new(
                     i.span(),
-                    "the TTL must be a whole number of seconds, as in `ttl = 60`",
+                    format!("the TTL must be a whole number of seconds, as in `{option} = 60`"),
                 ));
                 return None;
             }
@@ -241,9 +272,14 @@ fn ttl(given: &Given<syn::Lit>, errors: &mut Errors) -> Option<Option<u64>> {
         _ => unreachable!("attr::ttl only accepts integer and string literals"),
     };
     if secs == 0 {
+        let fix = if option == "ttl" {
+            "to disable caching, remove #[cached]"
+        } else {
+            "to leave `None` uncached, remove `none_ttl`"
+        };
         errors.push(syn::Error::new(
             span,
-            "the TTL must be at least one second; to disable caching, remove #[cached]",
+            format!("the TTL must be at least one second; {fix}"),
         ));
         return None;
     }
@@ -252,11 +288,42 @@ fn ttl(given: &Given<syn::Lit>, errors: &mut Errors) -> Option<Option<u64>> {
     if secs > MAX_TTL_SECS {
         errors.push(syn::Error::new(
             span,
-            format!("the TTL is too long: at most 365 days ({MAX_TTL_SECS} seconds, `ttl = \"365days\"`)"),
+            format!("the TTL is too long: at most 365 days ({MAX_TTL_SECS} seconds, `{option} = \"365days\"`)"),
         ));
         return None;
     }
     Some(Some(secs))
+}
+
+/// `ttl_jitter = "20%"`: the percentage, 0 to 50 (the runtime's
+/// `MAX_TTL_JITTER`). `None`: an error was reported.
+fn jitter(given: &Given<syn::LitStr>, errors: &mut Errors) -> Option<u8> {
+    const MAX: u8 = 50;
+    let text = given.value.value();
+    let percent = text
+        .trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<u8>().ok());
+    match percent {
+        Some(p) if p <= MAX => Some(p),
+        Some(p) => {
+            errors.push(syn::Error::new(
+                given.value.span(),
+                format!("the TTL jitter is at most {MAX}%, not {p}%: past half, a TTL says little"),
+            ));
+            None
+        }
+        None => {
+            errors.push(syn::Error::new(
+                given.value.span(),
+                format!(
+                    "cannot read {text:?} as a jitter: write a percentage, as in \
+                     `ttl_jitter = \"20%\"` (`\"0%\"` turns it off)"
+                ),
+            ));
+            None
+        }
+    }
 }
 
 fn arguments(
@@ -382,8 +449,12 @@ fn shape(
 }
 
 fn returns_option(output: &ReturnType) -> bool {
-    matches!(output, ReturnType::Type(_, ty) if matches!(&**ty,
-        Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Option")))
+    matches!(output, ReturnType::Type(_, ty) if is_option(ty))
+}
+
+/// Whether a type is written `Option<..>` (as far as syntax tells).
+fn is_option(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Option"))
 }
 
 /// A part of the return type that cannot be stored, with the reason.

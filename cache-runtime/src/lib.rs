@@ -117,6 +117,7 @@
 //! | `CACHE_BACKEND` | `memory` or `redis` | `redis` if `REDIS_URL` or `REDIS_CLUSTER_NODES` is set |
 //! | `CACHE_PREFIX` | key prefix | `cache` |
 //! | `CACHE_DEFAULT_TTL` | TTL of functions without one (`300`, `5m`; 1 s to 365 days) | 5 minutes |
+//! | `CACHE_TTL_JITTER` | shorten each TTL by a random part of up to this much (`10%`), or `off` | `10%` |
 //! | `CACHE_CONNECT_TIMEOUT` | Redis connect timeout (`1s`) | 1 s |
 //! | `CACHE_RESPONSE_TIMEOUT` | Redis response timeout (`250ms`) | 250 ms |
 //! | `CACHE_BACKOFF_BASE` | first reconnect / circuit delay | 50 ms |
@@ -153,7 +154,7 @@ pub use backend::{
 pub use cache::{
     Cache, CacheBuilder, DEFAULT_PREFIX, DEFAULT_SLOW_THRESHOLD, DEFAULT_TTL, Health, MAX_TTL,
 };
-pub use call::CallOutcome;
+pub use call::{CallOutcome, DEFAULT_TTL_JITTER, MAX_TTL_JITTER};
 pub use circuit::CircuitConfig;
 #[cfg(feature = "cluster")]
 pub use config::DEFAULT_CLUSTER_REPLICATION;

@@ -33,6 +33,8 @@ pub struct CallSite {
     marker: fn() -> &'static str,
     version: u32,
     ttl_secs: u64,
+    none_ttl_secs: u64,
+    jitter: u8,
     companion: bool,
     self_type_in_key: bool,
     exact_types: usize,
@@ -68,7 +70,9 @@ pub(crate) struct Identity {
 }
 
 impl CallSite {
-    /// Describes a site. `ttl_secs == 0` means the cache's default TTL.
+    /// Describes a site. `ttl_secs == 0` means the cache's default TTL;
+    /// `none_ttl_secs == 0`, no TTL of its own for a cached `None`;
+    /// `jitter == u8::MAX`, the cache's jitter.
     /// `marker` names a function nested in the cached function (or its
     /// companion), whose path locates it. `companion` marks the site of a
     /// generated invalidation function, which shares the identity of the
@@ -82,6 +86,8 @@ impl CallSite {
         marker: fn() -> &'static str,
         version: u32,
         ttl_secs: u64,
+        none_ttl_secs: u64,
+        jitter: u8,
         companion: bool,
         self_type_in_key: bool,
         exact_types: usize,
@@ -92,6 +98,8 @@ impl CallSite {
             marker,
             version,
             ttl_secs,
+            none_ttl_secs,
+            jitter,
             companion,
             self_type_in_key,
             exact_types,
@@ -108,6 +116,20 @@ impl CallSite {
             default
         } else {
             Duration::from_secs(self.ttl_secs)
+        }
+    }
+
+    /// The TTL of a cached `None`, if the function has one (`none_ttl`).
+    pub(crate) fn none_ttl(&self) -> Option<Duration> {
+        (self.none_ttl_secs != 0).then(|| Duration::from_secs(self.none_ttl_secs))
+    }
+
+    /// The function's jitter (`ttl_jitter`), or the cache's.
+    pub(crate) fn jitter(&self, cache: u8) -> u8 {
+        if self.jitter == crate::call::CACHE_JITTER {
+            cache
+        } else {
+            self.jitter
         }
     }
 

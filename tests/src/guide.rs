@@ -27,6 +27,9 @@ mod keys_and_entries {}
 #[doc = include_str!("../../docs/src/invalidation.md")]
 mod invalidation {}
 
+#[doc = include_str!("../../docs/src/freshness.md")]
+mod freshness {}
+
 #[doc = include_str!("../../docs/src/backends.md")]
 mod backends {}
 

@@ -112,8 +112,9 @@ impl Cache {
                 .await
                 .inspect_err(|_| counters.error(ErrorKind::Read))?,
         };
-        let entry = call.seal(value, Some(shard))?;
-        call.replace(&entry, shard, observed).await?;
+        let ttl = call.store_ttl(false);
+        let entry = call.seal(value, ttl, Some(shard))?;
+        call.replace(&entry, ttl, shard, observed).await?;
         Ok(())
     }
 
@@ -241,6 +242,8 @@ impl Cache {
             key,
             info,
             ttl,
+            none_ttl: None,
+            jitter: self.inner.ttl_jitter,
             request: Some(request),
             span: crate::call::span(namespace, FUNCTION),
         };
@@ -285,6 +288,8 @@ impl Cache {
             key,
             info: entry::type_info::<T>(),
             ttl,
+            none_ttl: None,
+            jitter: self.inner.ttl_jitter,
         }
     }
 }

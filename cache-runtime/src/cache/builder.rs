@@ -29,6 +29,7 @@ pub struct CacheBuilder {
     redis: Option<RedisConfig>,
     prefix: String,
     default_ttl: Duration,
+    ttl_jitter: u8,
     codec: CodecKind,
     /// `None`: follow the Redis backoff, or the defaults.
     circuit: Option<CircuitConfig>,
@@ -49,6 +50,7 @@ impl Default for CacheBuilder {
             redis: None,
             prefix: DEFAULT_PREFIX.to_owned(),
             default_ttl: DEFAULT_TTL,
+            ttl_jitter: crate::call::DEFAULT_TTL_JITTER,
             codec: CodecKind::default(),
             circuit: None,
             log_keys: false,
@@ -64,6 +66,7 @@ impl fmt::Debug for CacheBuilder {
             .field("backend", &self.backend)
             .field("prefix", &self.prefix)
             .field("default_ttl", &self.default_ttl)
+            .field("ttl_jitter", &self.ttl_jitter)
             .field("codec", &self.codec)
             .field("circuit", &self.circuit)
             .field("log_keys", &self.log_keys)
@@ -104,6 +107,9 @@ impl CacheBuilder {
     pub fn with_env(mut self) -> Result<CacheBuilder> {
         if let Some(prefix) = config::var("CACHE_PREFIX") {
             self.prefix = prefix;
+        }
+        if let Some(jitter) = config::var("CACHE_TTL_JITTER") {
+            self.ttl_jitter = crate::call::parse_jitter("CACHE_TTL_JITTER", &jitter)?;
         }
         if let Some(ttl) = config::ttl_var("CACHE_DEFAULT_TTL")? {
             check_ttl("CACHE_DEFAULT_TTL", ttl)?;
@@ -253,6 +259,19 @@ impl CacheBuilder {
         self
     }
 
+    /// TTL jitter: each store's TTL is shortened by a random amount of up
+    /// to `percent` of it (to the millisecond, never below one second), so
+    /// that entries written together do not expire together and send their
+    /// callers to the database together. It never lengthens a TTL: a TTL
+    /// stays the longest a value is served. Default 10 %
+    /// ([`DEFAULT_TTL_JITTER`](crate::DEFAULT_TTL_JITTER)); 0 turns it off;
+    /// at most 50. A function's `ttl_jitter` option wins over it.
+    /// Environment: `CACHE_TTL_JITTER` (`10%`, `off`).
+    pub fn ttl_jitter(mut self, percent: u8) -> Self {
+        self.ttl_jitter = percent;
+        self
+    }
+
     /// The value codec. Default [`CodecKind::Bincode`].
     pub fn codec(mut self, codec: CodecKind) -> Self {
         self.codec = codec;
@@ -264,6 +283,7 @@ impl CacheBuilder {
     pub fn build(self) -> Result<Cache> {
         key::check_name("prefix", &self.prefix, true)?;
         check_ttl("the default TTL", self.default_ttl)?;
+        crate::call::check_jitter("the TTL jitter", self.ttl_jitter)?;
         let circuit = self.circuit.unwrap_or_else(|| self.backoff_circuit());
         if circuit.threshold == 0 || circuit.base.is_zero() || circuit.cap < circuit.base {
             return Err(Error::Config(format!(
@@ -303,6 +323,7 @@ impl CacheBuilder {
                 backend,
                 prefix: self.prefix,
                 default_ttl: self.default_ttl,
+                ttl_jitter: self.ttl_jitter,
                 codec: self.codec,
                 flights: Arc::default(),
                 stats: Registry::new(metrics),

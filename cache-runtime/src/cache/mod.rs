@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) prefix: String,
     pub(crate) default_ttl: Duration,
+    /// Up to how much jitter takes off each TTL, in percent.
+    pub(crate) ttl_jitter: u8,
     pub(crate) codec: CodecKind,
     pub(crate) flights: Arc<Flights>,
     pub(crate) stats: Registry,
@@ -73,6 +75,7 @@ impl fmt::Debug for Cache {
             .field("backend", &self.inner.backend)
             .field("prefix", &self.inner.prefix)
             .field("default_ttl", &self.inner.default_ttl)
+            .field("ttl_jitter", &self.inner.ttl_jitter)
             .field("codec", &self.inner.codec.name())
             .field("circuit", &self.inner.circuit_config)
             .field("log_keys", &self.inner.log_keys)

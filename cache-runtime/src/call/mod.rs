@@ -10,6 +10,7 @@
 pub(crate) mod flight;
 mod outcome;
 mod refresh;
+mod ttl;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,8 @@ use crate::site::{self, CallSite, SiteCounters};
 
 pub use self::outcome::CallOutcome;
 pub(crate) use self::outcome::{Mode, Request};
+pub(crate) use self::ttl::{CACHE_JITTER, check_jitter, parse_jitter};
+pub use self::ttl::{DEFAULT_TTL_JITTER, MAX_TTL_JITTER};
 
 /// How a function's return value relates to the value it caches.
 ///
@@ -43,6 +46,9 @@ pub struct Shape<T, R> {
     /// The return value that is not cached but may be shared with concurrent
     /// callers (`None`), if the shape has one.
     pub empty: Option<fn() -> R>,
+    /// Whether a cached value is a `None` that the function's `none_ttl`
+    /// applies to; set by the macro when `none_ttl` is given.
+    pub none: Option<fn(&T) -> bool>,
 }
 
 impl<T, R> Clone for Shape<T, R> {
@@ -59,6 +65,7 @@ impl<T, E> Shape<T, Result<T, E>> {
         cacheable: |r| r.as_ref().ok(),
         wrap: Ok,
         empty: None,
+        none: None,
     };
 }
 
@@ -68,6 +75,7 @@ impl<T> Shape<T, Option<T>> {
         cacheable: Option::as_ref,
         wrap: Some,
         empty: Some(|| None),
+        none: None,
     };
 }
 
@@ -77,6 +85,7 @@ impl<T> Shape<T, T> {
         cacheable: |value| Some(value),
         wrap: std::convert::identity,
         empty: None,
+        none: None,
     };
 }
 
@@ -112,8 +121,12 @@ pub(crate) struct Call<'a> {
     pub(crate) function: &'a str,
     pub(crate) key: &'a CacheKey,
     pub(crate) info: &'static TypeInfo,
-    /// The TTL of what this call stores.
+    /// The TTL of what this call stores (before jitter).
     pub(crate) ttl: Duration,
+    /// The TTL of a `None` it stores, if the function has one.
+    pub(crate) none_ttl: Option<Duration>,
+    /// Up to how much of a TTL jitter takes off, in percent.
+    pub(crate) jitter: u8,
 }
 
 /// What a call runs with, owned, so that the call's future holds it: the
@@ -127,6 +140,8 @@ pub(crate) struct Prepared<C, N> {
     pub(crate) key: Result<CacheKey, CallOutcome>,
     pub(crate) info: &'static TypeInfo,
     pub(crate) ttl: Duration,
+    pub(crate) none_ttl: Option<Duration>,
+    pub(crate) jitter: u8,
     pub(crate) request: Option<Request>,
     /// The call's span, whose `outcome` the call records.
     pub(crate) span: tracing::Span,
@@ -181,6 +196,8 @@ impl Prepared<Current, SiteCounters<'static>> {
             }
         };
         let ttl = site.ttl(cache.inner.default_ttl);
+        let none_ttl = site.none_ttl();
+        let jitter = site.jitter(cache.inner.ttl_jitter);
         Prepared {
             cache,
             counters,
@@ -188,6 +205,8 @@ impl Prepared<Current, SiteCounters<'static>> {
             key,
             info,
             ttl,
+            none_ttl,
+            jitter,
             request,
             span: span(site.namespace(), &state.function_id),
         }
@@ -272,6 +291,8 @@ where
                 key,
                 info: prepared.info,
                 ttl: prepared.ttl,
+                none_ttl: prepared.none_ttl,
+                jitter: prepared.jitter,
             });
         let mut flight = None;
         let plan = match &call {
@@ -433,7 +454,11 @@ impl Call<'_> {
         T: Serialize + DeserializeOwned + 'static,
     {
         let (outcome, stored) = match (shape.cacheable)(result) {
-            Some(value) => self.store(value, shard, observed, Some(&mut lead)).await,
+            Some(value) => {
+                let ttl = self.store_ttl(shape.none.is_some_and(|none| none(value)));
+                self.store(value, ttl, shard, observed, Some(&mut lead))
+                    .await
+            }
             None if shape.empty.is_some() => (Outcome::Empty, false),
             None => (Outcome::Unshared, false),
         };
@@ -526,11 +551,12 @@ impl Call<'_> {
     pub(crate) async fn store<T: Serialize + DeserializeOwned>(
         &self,
         value: &T,
+        ttl: Duration,
         shard: Option<ShardState>,
         observed: Observed,
         lead: Option<&mut Lead<'_>>,
     ) -> (Outcome, bool) {
-        let Ok(entry) = self.seal(value, shard) else {
+        let Ok(entry) = self.seal(value, ttl, shard) else {
             return (Outcome::RunAlone, false);
         };
         let Some(shard) = shard else {
@@ -541,21 +567,22 @@ impl Call<'_> {
             shard,
             previous: observed.previous,
         };
-        let stored = matches!(self.put(&entry, &condition, lead).await, Ok(true));
+        let stored = matches!(self.put(&entry, ttl, &condition, lead).await, Ok(true));
         (Outcome::Value(entry), stored)
     }
 
-    /// Encodes a value into an entry of `shard`'s generation, checking once
-    /// per type that the codec can read it back. Failures are logged and
-    /// counted.
+    /// Encodes a value into an entry of `shard`'s generation, to be stored
+    /// with `ttl`, checking once per type that the codec can read it back.
+    /// Failures are logged and counted.
     pub(crate) fn seal<T: Serialize + DeserializeOwned>(
         &self,
         value: &T,
+        ttl: Duration,
         shard: Option<ShardState>,
     ) -> Result<Bytes, Error> {
         let codec = self.cache.inner.codec;
         let generation = shard.map_or(crate::backend::Generation(0), |s| s.generation);
-        let entry = match entry::seal(codec, self.info.fingerprint, generation, self.ttl, value) {
+        let entry = match entry::seal(codec, self.info.fingerprint, generation, ttl, value) {
             Ok(entry) => entry,
             Err(error) => {
                 self.fail(ErrorKind::Encode, "encode", &error);
@@ -585,16 +612,18 @@ impl Call<'_> {
     pub(crate) async fn put(
         &self,
         entry: &Bytes,
+        ttl: Duration,
         condition: &PutCondition,
         lead: Option<&mut Lead<'_>>,
     ) -> Result<bool, Error> {
-        Ok(self.try_put(entry, condition, lead).await? == PutOutcome::Stored)
+        Ok(self.try_put(entry, ttl, condition, lead).await? == PutOutcome::Stored)
     }
 
     /// [`put`](Self::put), with what the backend said.
     pub(crate) async fn try_put(
         &self,
         entry: &Bytes,
+        ttl: Duration,
         condition: &PutCondition,
         lead: Option<&mut Lead<'_>>,
     ) -> Result<PutOutcome, Error> {
@@ -607,10 +636,7 @@ impl Call<'_> {
         if let Some(lead) = lead {
             lead.store_starts();
         }
-        let put = cache
-            .inner
-            .backend
-            .put(self.key, stored, self.ttl, condition);
+        let put = cache.inner.backend.put(self.key, stored, ttl, condition);
         match cache.guarded(Op::Put, put).await {
             Ok(PutOutcome::Stored) => Ok(PutOutcome::Stored),
             Ok(PutOutcome::StoredOverForeign) => {

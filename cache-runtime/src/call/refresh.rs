@@ -50,10 +50,11 @@ impl Call<'_> {
         let Some(value) = (shape.cacheable)(result) else {
             return CallOutcome::Refreshed;
         };
-        let (Some(shard), Ok(entry)) = (shard, self.seal(value, shard)) else {
+        let ttl = self.store_ttl(shape.none.is_some_and(|none| none(value)));
+        let (Some(shard), Ok(entry)) = (shard, self.seal(value, ttl, shard)) else {
             return CallOutcome::Uncached;
         };
-        match self.replace(&entry, shard, observed).await {
+        match self.replace(&entry, ttl, shard, observed).await {
             Ok(_) => CallOutcome::Refreshed,
             Err(_) => CallOutcome::Uncached,
         }
@@ -66,6 +67,7 @@ impl Call<'_> {
     pub(crate) async fn replace(
         &self,
         entry: &bytes::Bytes,
+        ttl: std::time::Duration,
         shard: ShardState,
         observed: Observed,
     ) -> Result<bool, Error> {
@@ -74,7 +76,7 @@ impl Call<'_> {
             previous: observed.previous,
         };
         for _ in 0..ATTEMPTS {
-            match self.try_put(entry, &condition, None).await? {
+            match self.try_put(entry, ttl, &condition, None).await? {
                 PutOutcome::EntryChanged => {}
                 PutOutcome::Stored | PutOutcome::StoredOverForeign => {
                     self.cache.inner.flights.landed(self.key);

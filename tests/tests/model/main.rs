@@ -3,7 +3,7 @@
 //!
 //! Operations: calls of seven cached functions (every return shape, two
 //! value types of one layout, two instantiations of a generic function, two
-//! namespaces) alone, as stampedes, or mixed and concurrent; calls cancelled
+//! namespaces, a jittered TTL, a cached `None` with a TTL of its own) alone, as stampedes, or mixed and concurrent; calls cancelled
 //! after a few polls; writes (the truth bumped, then an entry or a namespace
 //! invalidated, from either cache, also while a slow body computes from the
 //! old truth); backend faults (errors, hangs cut short by the operation
@@ -252,7 +252,16 @@ impl Run {
                 );
             }
             Returned::Err => assert_eq!(f, F::Fallible, "{f:?}({key}) returned Err"),
-            Returned::None => assert_eq!(f, F::Maybe, "{f:?}({key}) returned None"),
+            Returned::None => {
+                assert_eq!(f, F::Maybe, "{f:?}({key}) returned None");
+                // A cached `None` is as fresh as a value: it was computed
+                // from a version no older than the floor.
+                let now = self.world.version(f.namespace(), key);
+                assert!(
+                    (floor..=now).any(world::maybe_is_none),
+                    "{f:?}({key}) returned None though no version from {floor} to {now} is None"
+                );
+            }
         }
     }
 

@@ -17,7 +17,7 @@ pub(crate) const KEYS: u8 = 4;
 /// layout, two instantiations of one generic function, two namespaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum F {
-    /// `-> Versioned`, namespace `model-a`.
+    /// `-> Versioned`, namespace `model-a`, TTL jitter 50 %.
     Plain,
     /// `-> Result<Versioned, String>`, `model-a`; `Err` when told to fail.
     Fallible,
@@ -27,7 +27,8 @@ pub(crate) enum F {
     GenA,
     /// `Gen::<B>::get`, `model-a`.
     GenB,
-    /// `-> Option<Versioned>`, `model-b`; `None` for every third version.
+    /// `-> Option<Versioned>`, `model-b`; `None` for every third version,
+    /// cached for one second (`none_ttl`).
     Maybe,
     /// `-> Versioned` with a TTL of one second, `model-b`.
     Short,
@@ -67,8 +68,8 @@ impl F {
     }
 
     /// Whether a successful call's value is always cached (the must-hit
-    /// rule applies): not `Maybe` (its `None`s are not) nor `Short` (it may
-    /// expire under a slow machine).
+    /// rule applies): not `Maybe` (its `None`s expire after a second) nor
+    /// `Short` (it may expire under a slow machine).
     pub(crate) fn always_cached(self) -> bool {
         !matches!(self, F::Maybe | F::Short)
     }
@@ -228,7 +229,7 @@ async fn body(f: F, key: u8) -> Versioned {
     }
 }
 
-#[cached(namespace = "model-a")]
+#[cached(namespace = "model-a", ttl_jitter = "50%")]
 async fn plain(key: u8) -> Versioned {
     body(F::Plain, key).await
 }
@@ -276,10 +277,15 @@ impl<T: Tag> Gen<T> {
     }
 }
 
-#[cached(namespace = "model-b")]
+#[cached(namespace = "model-b", none_ttl = 1)]
 async fn maybe(key: u8) -> Option<Versioned> {
     let value = body(F::Maybe, key).await;
-    (value.version % 3 != 2).then_some(value)
+    (!maybe_is_none(value.version)).then_some(value)
+}
+
+/// Whether `maybe` returns `None` at this version of the truth.
+pub(crate) fn maybe_is_none(version: u64) -> bool {
+    version % 3 == 2
 }
 
 #[cached(namespace = "model-b", ttl = 1)]

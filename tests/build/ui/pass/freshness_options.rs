@@ -1,0 +1,32 @@
+//! `none_ttl` on every shape that has a `None` to cache, and `ttl_jitter`.
+
+use cache_runtime::cached;
+
+#[cached(namespace = "users", ttl = "10m", none_ttl = 30)]
+async fn find_user(id: u64) -> Option<String> {
+    (id != 0).then(|| format!("user {id}"))
+}
+
+#[cached(namespace = "users", ttl = 600, none_ttl = "30s")]
+async fn load_user(id: u64) -> Result<Option<String>, String> {
+    Ok((id != 0).then(|| format!("user {id}")))
+}
+
+#[cached(ttl = 60, none_ttl = 5, cache_none = true)]
+async fn explicit(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+#[cached(ttl = 60, ttl_jitter = "25%")]
+async fn spread(id: u64) -> u64 {
+    id
+}
+
+#[cached(ttl = 60, ttl_jitter = "0%")]
+async fn exact(id: u64) -> u64 {
+    id
+}
+
+fn main() {
+    let _ = (find_user(1), load_user(1), explicit(1), spread(1), exact(1));
+}
