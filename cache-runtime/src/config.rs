@@ -553,6 +553,7 @@ impl RedisConfig {
     }
 
     pub(crate) fn check(&self) -> Result<()> {
+        const MAX_REDIS_DURATION: Duration = Duration::from_secs(24 * 3600);
         for (name, d) in [
             ("connect timeout", Some(self.connect_timeout)),
             ("response timeout", Some(self.response_timeout)),
@@ -560,6 +561,7 @@ impl RedisConfig {
             ("TCP keepalive", self.tcp_keepalive),
             ("ping interval", self.ping_interval),
             ("replica wait timeout", self.replication.map(|r| r.timeout)),
+            ("backoff cap", Some(self.backoff_max)),
         ]
         .into_iter()
         .filter_map(|(name, d)| Some((name, d?)))
@@ -567,6 +569,13 @@ impl RedisConfig {
             if d.is_zero() {
                 return Err(Error::Config(format!(
                     "the Redis {name} must be greater than zero"
+                )));
+            }
+            // Past this a duration means "never", which none of these may;
+            // and the sums and deadlines made of them stay far from overflow.
+            if d > MAX_REDIS_DURATION {
+                return Err(Error::Config(format!(
+                    "the Redis {name} must be at most a day, not {d:?}"
                 )));
             }
         }
@@ -910,6 +919,16 @@ where
                 )));
             }
         }
+        // Twice the same sentinel would be two votes for one answer.
+        let same = |p: &url::Url| {
+            (p.host_str(), p.port_or_known_default())
+                == (url.host_str(), url.port_or_known_default())
+        };
+        if parsed.iter().any(same) {
+            return Err(Error::Config(format!(
+                "cluster node `{shown}` is listed twice; list each node once"
+            )));
+        }
         parsed.push(url);
     }
     if parsed.is_empty() {
@@ -1067,5 +1086,18 @@ mod tests {
                 .to_string()
                 .contains("below its base")
         );
+    }
+
+    #[test]
+    fn durations_that_mean_never_are_refused() {
+        let base = || RedisConfig::new("redis://localhost").unwrap();
+        for config in [
+            base().connect_timeout(Duration::MAX),
+            base().response_timeout(Duration::from_secs(2 * 24 * 3600)),
+            base().backoff(Duration::from_secs(1), Duration::MAX),
+        ] {
+            let error = config.check().unwrap_err().to_string();
+            assert!(error.contains("at most a day"), "{error}");
+        }
     }
 }

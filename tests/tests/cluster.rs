@@ -375,6 +375,7 @@ fn a_cluster_is_configured_from_the_environment_and_bad_input_is_named() {
         ("10.0.0.1:0", "no valid port"),
         ("10.0.0.1:70000", "no valid port"),
         ("10.0.0.1:7000,redis://10.0.0.2:7000", "mixes forms"),
+        ("10.0.0.1:7000,10.0.0.2:7000,10.0.0.1:7000", "listed twice"),
         (
             "redis://10.0.0.1:7000,rediss://10.0.0.2:7000",
             "mixes schemes",

@@ -30,6 +30,34 @@ fn a_sentinel_group_serves_as_one_redis() {
     });
 }
 
+/// A sentinel that accepts connections and never answers (a partition, a
+/// frozen host) does not delay finding the primary: a majority answered.
+#[test]
+fn a_silent_sentinel_does_not_delay_finding_the_primary() {
+    let group = SentinelGroup::start();
+    // Connections complete in the kernel's backlog; nothing ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut sentinels = group.sentinels();
+    sentinels.push(silent.local_addr().unwrap().to_string());
+    // Waiting for the silent one, discovery took a second.
+    let config = RedisConfig::sentinel(sentinels, PRIMARY_NAME)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(3))
+        .response_timeout(Duration::from_secs(2))
+        .fail_fast(true);
+    common::runtime().block_on(async {
+        let started = Instant::now();
+        let backend = RedisBackend::connect(config).await.unwrap();
+        let took = started.elapsed();
+        println!("found the primary in {took:?}");
+        assert!(
+            took < Duration::from_millis(500),
+            "finding the primary took {took:?} with 3 of 4 sentinels answering"
+        );
+        cache_runtime::Backend::ping(&backend).await.unwrap();
+    });
+}
+
 #[cache_runtime::cached(namespace = "majority", ttl = 60)]
 async fn tripled(id: u64) -> u64 {
     id * 3
@@ -195,6 +223,14 @@ fn a_sentinel_group_is_configured_from_the_environment_and_bad_input_is_named() 
                 ("REDIS_SENTINEL_MASTER", "two words"),
             ],
             "holds spaces",
+        ),
+        (
+            // Two votes for one sentinel's answer.
+            vec![
+                ("REDIS_SENTINELS", "10.0.0.1:1,10.0.0.2:1,10.0.0.1:1"),
+                ("REDIS_SENTINEL_MASTER", "m"),
+            ],
+            "sentinel `10.0.0.1:1` is listed twice",
         ),
         (
             vec![

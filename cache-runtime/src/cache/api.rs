@@ -80,7 +80,9 @@ impl Cache {
     }
 
     /// Stores `value` under `key` in `namespace` for `ttl` (1 s to
-    /// [`MAX_TTL`]), over whatever the key holds.
+    /// [`MAX_TTL`]), less the cache's TTL jitter (up to 10 % by default,
+    /// [`CacheBuilder::ttl_jitter`](crate::CacheBuilder::ttl_jitter)), over
+    /// whatever the key holds.
     ///
     /// Races are settled as if the concurrent operation came second: a
     /// concurrent invalidation of the namespace or key may remove the

@@ -156,7 +156,10 @@ impl Cluster {
                 ClusterOpen {
                     client: client.clone(),
                     config: cluster_config,
-                    connect_within: 2 * config.connect_timeout + config.response_timeout,
+                    connect_within: config
+                        .connect_timeout
+                        .saturating_mul(2)
+                        .saturating_add(config.response_timeout),
                 },
                 config.response_timeout,
                 ping_interval,

@@ -263,6 +263,13 @@ impl<O: Open> Connection<O> {
     /// meanwhile. Nothing if a replacement runs or started less than
     /// [`REBUILD_SPACING`] ago. Call inside a Tokio runtime.
     fn rebuild(self: &Arc<Self>, id: u64) {
+        // A late timeout of a connection already replaced asks for nothing:
+        // it must not take the next rebuild from the current one.
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|c| c.id != id) {
+            return;
+        }
+        drop(current);
         if self.rebuilding.swap(true, Relaxed) {
             return;
         }

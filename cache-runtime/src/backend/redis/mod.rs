@@ -247,9 +247,9 @@ impl RedisBackend {
     /// wait on top.
     fn timeout_for(&self, route: Route<'_>) -> Duration {
         match (route, &self.replication) {
-            (Route::Write(_, waits), Some(replication)) => {
-                self.response_timeout + replication.timeout * waits
-            }
+            (Route::Write(_, waits), Some(replication)) => self
+                .response_timeout
+                .saturating_add(replication.timeout.saturating_mul(waits)),
             _ => self.response_timeout,
         }
     }
@@ -380,8 +380,10 @@ async fn send_raw<O: Open>(
             Ok(value)
         }
         Ok(Err(e)) => {
-            // A cluster connection's own per-attempt timeout.
-            if e.is_timeout() {
+            // A cluster connection's own per-attempt timeout. (On one
+            // node, the manager's connect timeout: its own reconnects,
+            // with their backoff, handle that.)
+            if O::SEVERAL_NODES && e.is_timeout() {
                 connection.timed_out(id);
             }
             Err(Failure::Redis(e))

@@ -285,7 +285,7 @@ impl Sentinel {
     async fn find(&self) -> std::result::Result<(String, redis::Client), String> {
         let address = self.named_primary().await?;
         let client = self.node_client(&address)?;
-        let limit = self.connect_timeout + self.response_timeout;
+        let limit = self.connect_timeout.saturating_add(self.response_timeout);
         let role = async {
             let mut connection = client.get_multiplexed_async_connection().await?;
             redis::cmd("ROLE")
@@ -308,7 +308,7 @@ impl Sentinel {
     /// all asked at once, each within the connect and response timeouts. A
     /// sentinel that thinks the primary down names none.
     async fn named_primary(&self) -> std::result::Result<String, String> {
-        let limit = self.connect_timeout + self.response_timeout;
+        let limit = self.connect_timeout.saturating_add(self.response_timeout);
         let ask = |client: &redis::Client| {
             let client = client.clone();
             let name = self.name.clone();
@@ -326,7 +326,18 @@ impl Sentinel {
                 tokio::time::timeout(limit, ask).await.ok().flatten()
             }
         };
-        let answers = futures_util::future::join_all(self.sentinels.iter().map(ask)).await;
+        // Decided as soon as a majority agrees: a silent sentinel (the
+        // partition this guards against) must not delay every discovery
+        // and every monitor check by its timeout.
+        let mut asking: futures_util::stream::FuturesUnordered<_> =
+            self.sentinels.iter().map(ask).collect();
+        let mut answers = Vec::with_capacity(self.sentinels.len());
+        while let Some(answer) = futures_util::StreamExt::next(&mut asking).await {
+            answers.push(answer);
+            if let Ok(address) = majority(&answers, self.sentinels.len()) {
+                return Ok(address);
+            }
+        }
         majority(&answers, self.sentinels.len())
     }
 
@@ -432,7 +443,8 @@ async fn search(sentinel: Weak<Sentinel>, _running: Running) {
                 // the search should see it soon after.
                 let (base, cap) = sentinel.backoff;
                 let cap = cap.min(SEARCH_BACKOFF_CAP);
-                delay = Some(delay.map_or(base.min(cap), |d: Duration| (d * 2).min(cap)));
+                delay =
+                    Some(delay.map_or(base.min(cap), |d: Duration| d.saturating_mul(2).min(cap)));
             }
         }
     }
