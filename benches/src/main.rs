@@ -84,6 +84,8 @@ enum Subject {
     Ours,
     /// (b) with `RedisConfig::tcp_nodelay(false)`: Nagle on, as in (c).
     OursDefaults,
+    /// (b) with leases off (`CacheBuilder::lease(None)`): for the miss.
+    OursNoLease,
     /// (c) the `cached` crate's `#[concurrent_cached]` on Redis.
     Cached,
 }
@@ -120,6 +122,7 @@ impl Subject {
             Subject::FloorGeneration => "(a') floor + a generation key in the same MGET",
             Subject::Ours => "(b) `#[cached]` (ours)",
             Subject::OursDefaults => "(b) with `tcp_nodelay(false)` (Nagle on)",
+            Subject::OursNoLease => "(b) with leases off",
             Subject::Cached => "(c) `cached` 4.1 `concurrent_cached(redis)`",
         }
     }
@@ -133,6 +136,7 @@ impl Subject {
             Subject::FloorGeneration => floor.get_with_generation(id).await,
             Subject::Ours => subjects::ours(id).await,
             Subject::OursDefaults => subjects::ours_on_defaults(id).await,
+            Subject::OursNoLease => subjects::ours_without_leases(id).await,
             Subject::Cached => subjects::cached_crate_redis(id).await,
         };
         std::hint::black_box(item.expect("the benchmarked call failed"));
@@ -192,6 +196,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     subjects::OURS_ON_DEFAULTS
         .set(on_defaults)
+        .map_err(|_| "set twice")?;
+    // A prefix of its own: the miss rows call the same ids, and would hit
+    // each other's entries.
+    let without_leases = Cache::builder()
+        .redis(RedisConfig::new(&url)?)
+        .prefix("bench-no-lease")
+        .lease(None)
+        .connect()
+        .await?;
+    subjects::OURS_WITHOUT_LEASES
+        .set(without_leases)
         .map_err(|_| "set twice")?;
 
     floor.preload(0..KEYS).await?;
@@ -383,7 +398,13 @@ async fn redis_misses(s: &Settings, floor: &HandWritten) {
     println!("| | p50 µs | p99 µs | p50 vs floor |");
     println!("| --- | ---: | ---: | ---: |");
     // Fresh ids for every call: every call misses.
-    let subjects = [Subject::Floor, Subject::Ours, Subject::Cached];
+    // Leases (on by default) cost a miss two more requests: take, release.
+    let subjects = [
+        Subject::Floor,
+        Subject::Ours,
+        Subject::OursNoLease,
+        Subject::Cached,
+    ];
     let all = latencies(s.latency_calls / 4, floor, &subjects, |i| 10_000_000 + i).await;
     for (subject, l) in subjects.iter().zip(&all) {
         println!(

@@ -184,6 +184,16 @@ pub(crate) async fn ours_on_defaults(id: u64) -> Result<Item, BenchError> {
     cache.scope(ours(id)).await
 }
 
+pub(crate) static OURS_WITHOUT_LEASES: OnceLock<cache_runtime::Cache> = OnceLock::new();
+
+/// (b) on [`OURS_WITHOUT_LEASES`]: the same function, no lease on a miss.
+pub(crate) async fn ours_without_leases(id: u64) -> Result<Item, BenchError> {
+    let cache = OURS_WITHOUT_LEASES
+        .get()
+        .expect("set before the first call");
+    cache.scope(ours(id)).await
+}
+
 /// (c) The `cached` crate 4.1 on Redis.
 #[concurrent_cached(
     map_error = r##"|e| BenchError(format!("{e:?}"))"##,

@@ -55,6 +55,7 @@ fn call_site(spec: &Spec, function: &str, companion: bool) -> TokenStream {
     let none_ttl = spec.none_ttl_secs.unwrap_or(0);
     // `u8::MAX`: the cache's jitter (`cache_runtime::call::CACHE_JITTER`).
     let jitter = spec.jitter.unwrap_or(u8::MAX);
+    let lease = spec.lease;
     let self_type = spec.receiver || spec.key_self_type.is_some();
     let exact_types = exact_types(spec);
     quote! {
@@ -69,6 +70,7 @@ fn call_site(spec: &Spec, function: &str, companion: bool) -> TokenStream {
             #ttl,
             #none_ttl,
             #jitter,
+            #lease,
             #companion,
             #self_type,
             #exact_types,
@@ -348,6 +350,9 @@ fn caching_docs(spec: &Spec, names: &Names) -> TokenStream {
         Some(0) => doc.push_str("- **TTL jitter:** none\n"),
         Some(percent) => doc.push_str(&format!("- **TTL jitter:** up to {percent}% shorter\n")),
         None => {}
+    }
+    if !spec.lease {
+        doc.push_str("- **Leases:** off: each process runs the body of its own misses\n");
     }
     let key: Vec<String> = spec
         .key_self

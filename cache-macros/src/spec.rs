@@ -21,6 +21,8 @@ pub(crate) struct Spec {
     pub(crate) none_ttl_secs: Option<u64>,
     /// `ttl_jitter`, in percent; `None`: the cache's.
     pub(crate) jitter: Option<u8>,
+    /// `lease = false` turns the cache's leases off for this function.
+    pub(crate) lease: bool,
     pub(crate) version: u32,
     pub(crate) krate: syn::Path,
     pub(crate) key_self: bool,
@@ -186,6 +188,7 @@ impl Spec {
             ttl_secs: ttl_secs.unwrap_or(None),
             none_ttl_secs: none_ttl_secs.unwrap_or(None),
             jitter: jitter.unwrap_or(None),
+            lease: raw.lease.as_ref().is_none_or(|l| l.value.value),
             version: version?,
             krate: krate?,
             key_self,

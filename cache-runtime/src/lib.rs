@@ -117,6 +117,8 @@
 //! | `CACHE_BACKEND` | `memory` or `redis` | `redis` if `REDIS_URL` or `REDIS_CLUSTER_NODES` is set |
 //! | `CACHE_PREFIX` | key prefix | `cache` |
 //! | `CACHE_DEFAULT_TTL` | TTL of functions without one (`300`, `5m`; 1 s to 365 days) | 5 minutes |
+//! | `CACHE_LEASE` | one body per missed key across processes; the lease TTL (`5s`), or `off` | `5s` for Redis, `off` otherwise |
+//! | `CACHE_LEASE_WAIT` | how long a caller waits for another process's value (`10s`) | 10 s |
 //! | `CACHE_TTL_JITTER` | shorten each TTL by a random part of up to this much (`10%`), or `off` | `10%` |
 //! | `CACHE_CONNECT_TIMEOUT` | Redis connect timeout (`1s`) | 1 s |
 //! | `CACHE_RESPONSE_TIMEOUT` | Redis response timeout (`250ms`) | 250 ms |
@@ -148,13 +150,15 @@ pub mod testing;
 #[cfg(feature = "redis")]
 pub use backend::RedisBackend;
 pub use backend::{
-    Backend, Generation, Lookup, MemoryBackend, MemoryBackendBuilder, NodeHealth, PutCondition,
-    PutOutcome, ShardState, Stored, Version,
+    Backend, Generation, LeaseState, LeaseToken, Lookup, MemoryBackend, MemoryBackendBuilder,
+    NodeHealth, PutCondition, PutOutcome, ShardState, Stored, Version,
 };
 pub use cache::{
     Cache, CacheBuilder, DEFAULT_PREFIX, DEFAULT_SLOW_THRESHOLD, DEFAULT_TTL, Health, MAX_TTL,
 };
-pub use call::{CallOutcome, DEFAULT_TTL_JITTER, MAX_TTL_JITTER};
+pub use call::{
+    CallOutcome, DEFAULT_LEASE_TTL, DEFAULT_LEASE_WAIT, DEFAULT_TTL_JITTER, MAX_TTL_JITTER,
+};
 pub use circuit::CircuitConfig;
 #[cfg(feature = "cluster")]
 pub use config::DEFAULT_CLUSTER_REPLICATION;

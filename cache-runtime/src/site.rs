@@ -35,6 +35,7 @@ pub struct CallSite {
     ttl_secs: u64,
     none_ttl_secs: u64,
     jitter: u8,
+    lease: bool,
     companion: bool,
     self_type_in_key: bool,
     exact_types: usize,
@@ -72,7 +73,8 @@ pub(crate) struct Identity {
 impl CallSite {
     /// Describes a site. `ttl_secs == 0` means the cache's default TTL;
     /// `none_ttl_secs == 0`, no TTL of its own for a cached `None`;
-    /// `jitter == u8::MAX`, the cache's jitter.
+    /// `jitter == u8::MAX`, the cache's jitter; `lease == false`, no
+    /// leases even where the cache has them.
     /// `marker` names a function nested in the cached function (or its
     /// companion), whose path locates it. `companion` marks the site of a
     /// generated invalidation function, which shares the identity of the
@@ -88,6 +90,7 @@ impl CallSite {
         ttl_secs: u64,
         none_ttl_secs: u64,
         jitter: u8,
+        lease: bool,
         companion: bool,
         self_type_in_key: bool,
         exact_types: usize,
@@ -100,6 +103,7 @@ impl CallSite {
             ttl_secs,
             none_ttl_secs,
             jitter,
+            lease,
             companion,
             self_type_in_key,
             exact_types,
@@ -122,6 +126,11 @@ impl CallSite {
     /// The TTL of a cached `None`, if the function has one (`none_ttl`).
     pub(crate) fn none_ttl(&self) -> Option<Duration> {
         (self.none_ttl_secs != 0).then(|| Duration::from_secs(self.none_ttl_secs))
+    }
+
+    /// Whether the function takes the cache's leases (not `lease = false`).
+    pub(crate) fn lease(&self) -> bool {
+        self.lease
     }
 
     /// The function's jitter (`ttl_jitter`), or the cache's.

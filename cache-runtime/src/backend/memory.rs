@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use moka::sync::Cache as Moka;
 
-use super::{Backend, Lookup, PutCondition, PutOutcome, ShardState, Stored};
+use super::{
+    Backend, LeaseState, LeaseToken, Lookup, PutCondition, PutOutcome, ShardState, Stored,
+};
 use crate::error::Result;
 use crate::key::CacheKey;
 
@@ -128,6 +130,39 @@ impl Shards {
 pub struct MemoryBackend {
     entries: Moka<String, Entry>,
     locks: std::sync::Arc<Locks>,
+    leases: std::sync::Arc<Mutex<Leases>>,
+}
+
+/// Leases held, by key: for caches that share one `MemoryBackend`.
+#[derive(Default)]
+struct Leases(HashMap<String, (LeaseToken, Instant)>);
+
+/// Leases held at once, at most: past it (after dropping expired ones), a
+/// key gets no lease and its callers compute for themselves.
+const MAX_LEASES: usize = 65_536;
+
+impl Leases {
+    fn holder(&self, key: &str, now: Instant) -> Option<LeaseToken> {
+        self.0
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(token, _)| *token)
+    }
+
+    fn take(&mut self, key: &str, token: LeaseToken, ttl: Duration) -> LeaseState {
+        let now = Instant::now();
+        if self.holder(key, now).is_some() {
+            return LeaseState::Held;
+        }
+        if self.0.len() >= MAX_LEASES {
+            self.0.retain(|_, (_, until)| *until > now);
+            if self.0.len() >= MAX_LEASES {
+                return LeaseState::Unsupported;
+            }
+        }
+        self.0.insert(key.to_owned(), (token, now + ttl));
+        LeaseState::Taken
+    }
 }
 
 struct Locks {
@@ -201,6 +236,11 @@ impl MemoryBackend {
 
     fn entry(&self, key: &str) -> Option<Stored> {
         self.entries.get(key).map(|e| e.stored)
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        // Every change is one map operation: a panic leaves nothing half done.
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -290,6 +330,7 @@ impl MemoryBackendBuilder {
                 shards: RwLock::default(),
                 hasher: Default::default(),
             }),
+            leases: std::sync::Arc::default(),
         }
     }
 }
@@ -362,6 +403,33 @@ impl Backend for MemoryBackend {
     }
 
     async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn lease(&self, key: &CacheKey, token: LeaseToken, ttl: Duration) -> Result<LeaseState> {
+        Ok(self.leases().take(key.as_str(), token, ttl))
+    }
+
+    async fn renew_lease(&self, key: &CacheKey, token: LeaseToken, ttl: Duration) -> Result<bool> {
+        let mut leases = self.leases();
+        if leases.holder(key.as_str(), Instant::now()) != Some(token) {
+            return Ok(false);
+        }
+        leases
+            .0
+            .insert(key.as_str().to_owned(), (token, Instant::now() + ttl));
+        Ok(true)
+    }
+
+    async fn release_lease(&self, key: &CacheKey, token: LeaseToken) -> Result<()> {
+        let mut leases = self.leases();
+        if leases
+            .0
+            .get(key.as_str())
+            .is_some_and(|(held, _)| *held == token)
+        {
+            leases.0.remove(key.as_str());
+        }
         Ok(())
     }
 

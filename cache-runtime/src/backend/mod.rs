@@ -183,6 +183,31 @@ pub enum PutOutcome {
     EntryChanged,
 }
 
+/// Who holds a lease: random, fresh for every lease a call asks for, so
+/// that a holder can only renew or release its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseToken(pub u64);
+
+impl LeaseToken {
+    /// A fresh random token.
+    pub fn random() -> Self {
+        // Zero is reserved, like a generation's: never a token.
+        LeaseToken(fastrand::u64(1..))
+    }
+}
+
+/// What asking for a key's lease ([`Backend::lease`]) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseState {
+    /// The caller holds the lease now, for the TTL it asked.
+    Taken,
+    /// Someone else holds it.
+    Held,
+    /// The backend has no leases: every process computes for itself.
+    Unsupported,
+}
+
 /// The nodes of a backend made of several (a Redis Cluster), as the
 /// cluster sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -250,6 +275,30 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
+
+    /// Takes the lease on computing `key`'s value for `ttl` under `token`,
+    /// unless someone holds it: the lease makes one caller in the whole
+    /// fleet run the body of a missed key while the others wait for its
+    /// entry. A lease is advisory: losing one (it expired, a failover lost
+    /// it) only means a value is computed twice; stores stay conditional.
+    /// The default has none ([`LeaseState::Unsupported`]).
+    async fn lease(&self, key: &CacheKey, token: LeaseToken, ttl: Duration) -> Result<LeaseState> {
+        let _ = (key, token, ttl);
+        Ok(LeaseState::Unsupported)
+    }
+
+    /// Extends `key`'s lease to `ttl` from now if `token` holds it; `false`
+    /// if it does not (it expired, or another caller holds it now).
+    async fn renew_lease(&self, key: &CacheKey, token: LeaseToken, ttl: Duration) -> Result<bool> {
+        let _ = (key, token, ttl);
+        Ok(false)
+    }
+
+    /// Gives `key`'s lease up if `token` holds it; leaves anyone else's.
+    async fn release_lease(&self, key: &CacheKey, token: LeaseToken) -> Result<()> {
+        let _ = (key, token);
+        Ok(())
+    }
 
     /// Whether the backend isolates failures itself, with circuit breakers
     /// of its own (a cluster, per slot): the cache's circuit then never

@@ -246,6 +246,7 @@ impl Cache {
             ttl,
             none_ttl: None,
             jitter: self.inner.ttl_jitter,
+            lease: true,
             request: Some(request),
             span: crate::call::span(namespace, FUNCTION),
         };
@@ -292,6 +293,7 @@ impl Cache {
             ttl,
             none_ttl: None,
             jitter: self.inner.ttl_jitter,
+            lease: true,
         }
     }
 }

@@ -30,6 +30,9 @@ pub struct CacheBuilder {
     prefix: String,
     default_ttl: Duration,
     ttl_jitter: u8,
+    /// `None`: the default for the backend (on for Redis).
+    lease: Option<Option<Duration>>,
+    lease_wait: Duration,
     codec: CodecKind,
     /// `None`: follow the Redis backoff, or the defaults.
     circuit: Option<CircuitConfig>,
@@ -51,6 +54,8 @@ impl Default for CacheBuilder {
             prefix: DEFAULT_PREFIX.to_owned(),
             default_ttl: DEFAULT_TTL,
             ttl_jitter: crate::call::DEFAULT_TTL_JITTER,
+            lease: None,
+            lease_wait: crate::call::DEFAULT_LEASE_WAIT,
             codec: CodecKind::default(),
             circuit: None,
             log_keys: false,
@@ -67,6 +72,8 @@ impl fmt::Debug for CacheBuilder {
             .field("prefix", &self.prefix)
             .field("default_ttl", &self.default_ttl)
             .field("ttl_jitter", &self.ttl_jitter)
+            .field("lease", &self.lease)
+            .field("lease_wait", &self.lease_wait)
             .field("codec", &self.codec)
             .field("circuit", &self.circuit)
             .field("log_keys", &self.log_keys)
@@ -153,6 +160,12 @@ impl CacheBuilder {
         }
         if let Some(log_keys) = config::bool_var("CACHE_LOG_KEYS")? {
             self.log_keys = log_keys;
+        }
+        if let Some(lease) = config::optional_duration_var("CACHE_LEASE")? {
+            self.lease = Some(lease);
+        }
+        if let Some(wait) = config::duration_var("CACHE_LEASE_WAIT")? {
+            self.lease_wait = wait;
         }
         if let Some(slow) = config::optional_duration_var("CACHE_SLOW_THRESHOLD")? {
             self.slow_threshold = Some(slow);
@@ -272,6 +285,33 @@ impl CacheBuilder {
         self
     }
 
+    /// Leases: one caller in the whole fleet runs the body of a missed key
+    /// while callers in other processes wait for its entry, instead of
+    /// every process querying the database at once (a stampede when a hot
+    /// key expires). `Some(ttl)`: how long a lease lasts unrenewed, so how
+    /// long a holder that died keeps the others waiting; a live holder
+    /// renews it every third of it, so a long body is not run twice. From
+    /// 100 ms to 1 h. `None`: off. Default: on with
+    /// [`DEFAULT_LEASE_TTL`](crate::DEFAULT_LEASE_TTL) (5 s) for Redis, off
+    /// for the in-memory backend and backends given with
+    /// [`backend`](Self::backend) (whose own processes single-flight
+    /// already). A miss with leases costs two more backend requests (take,
+    /// release); a hit costs nothing more. `CACHE_LEASE` (`5s`, or `off`).
+    pub fn lease(mut self, ttl: Option<Duration>) -> Self {
+        self.lease = Some(ttl);
+        self
+    }
+
+    /// How long a caller waits for another process's value before it runs
+    /// the body itself (a holder that is alive but slower than this; a
+    /// holder that died frees the lease after its TTL instead). Default
+    /// [`DEFAULT_LEASE_WAIT`](crate::DEFAULT_LEASE_WAIT) (10 s); at most
+    /// 1 h. `CACHE_LEASE_WAIT`.
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.lease_wait = wait;
+        self
+    }
+
     /// The value codec. Default [`CodecKind::Bincode`].
     pub fn codec(mut self, codec: CodecKind) -> Self {
         self.codec = codec;
@@ -300,6 +340,16 @@ impl CacheBuilder {
         let slow_threshold = self
             .slow_threshold
             .unwrap_or(networked.then_some(DEFAULT_SLOW_THRESHOLD));
+        let lease = self
+            .lease
+            .unwrap_or(networked.then_some(crate::call::DEFAULT_LEASE_TTL))
+            .map(|ttl| crate::call::LeaseConfig {
+                ttl,
+                wait: self.lease_wait,
+            });
+        if let Some(lease) = &lease {
+            lease.check()?;
+        }
         let backend: Arc<dyn Backend> = match self.backend {
             Some(backend) => backend,
             #[cfg(feature = "redis")]
@@ -324,6 +374,7 @@ impl CacheBuilder {
                 prefix: self.prefix,
                 default_ttl: self.default_ttl,
                 ttl_jitter: self.ttl_jitter,
+                lease,
                 codec: self.codec,
                 flights: Arc::default(),
                 stats: Registry::new(metrics),

@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) default_ttl: Duration,
     /// Up to how much jitter takes off each TTL, in percent.
     pub(crate) ttl_jitter: u8,
+    /// `None`: no leases.
+    pub(crate) lease: Option<crate::call::LeaseConfig>,
     pub(crate) codec: CodecKind,
     pub(crate) flights: Arc<Flights>,
     pub(crate) stats: Registry,
@@ -76,6 +78,7 @@ impl fmt::Debug for Cache {
             .field("prefix", &self.inner.prefix)
             .field("default_ttl", &self.inner.default_ttl)
             .field("ttl_jitter", &self.inner.ttl_jitter)
+            .field("lease", &self.inner.lease)
             .field("codec", &self.inner.codec.name())
             .field("circuit", &self.inner.circuit_config)
             .field("log_keys", &self.inner.log_keys)

@@ -8,6 +8,7 @@
 //! (counted as failed), a store in flight (no longer awaited by `close`).
 
 pub(crate) mod flight;
+mod lease;
 mod outcome;
 mod refresh;
 mod ttl;
@@ -28,6 +29,9 @@ use crate::key::{CacheKey, KeyArgs};
 use crate::observe::{Counters, ErrorKind, Op};
 use crate::site::{self, CallSite, SiteCounters};
 
+pub(crate) use self::lease::LeaseConfig;
+pub use self::lease::{DEFAULT_LEASE_TTL, DEFAULT_LEASE_WAIT};
+use self::lease::{Hold, Leased};
 pub use self::outcome::CallOutcome;
 pub(crate) use self::outcome::{Mode, Request};
 pub(crate) use self::ttl::{CACHE_JITTER, check_jitter, parse_jitter};
@@ -127,6 +131,8 @@ pub(crate) struct Call<'a> {
     pub(crate) none_ttl: Option<Duration>,
     /// Up to how much of a TTL jitter takes off, in percent.
     pub(crate) jitter: u8,
+    /// Whether a miss takes the cache's lease (where it has leases).
+    pub(crate) lease: bool,
 }
 
 /// What a call runs with, owned, so that the call's future holds it: the
@@ -142,6 +148,7 @@ pub(crate) struct Prepared<C, N> {
     pub(crate) ttl: Duration,
     pub(crate) none_ttl: Option<Duration>,
     pub(crate) jitter: u8,
+    pub(crate) lease: bool,
     pub(crate) request: Option<Request>,
     /// The call's span, whose `outcome` the call records.
     pub(crate) span: tracing::Span,
@@ -198,6 +205,7 @@ impl Prepared<Current, SiteCounters<'static>> {
         let ttl = site.ttl(cache.inner.default_ttl);
         let none_ttl = site.none_ttl();
         let jitter = site.jitter(cache.inner.ttl_jitter);
+        let lease = site.lease();
         Prepared {
             cache,
             counters,
@@ -207,6 +215,7 @@ impl Prepared<Current, SiteCounters<'static>> {
             ttl,
             none_ttl,
             jitter,
+            lease,
             request,
             span: span(site.namespace(), &state.function_id),
         }
@@ -242,6 +251,9 @@ enum Plan<'f> {
         shard: Option<ShardState>,
         observed: Observed,
         outcome: CallOutcome,
+        /// The key's lease, held until the store is done (dropping it
+        /// releases it).
+        lease: Option<Hold>,
     },
     /// A refresh: run the body, store over the entry.
     Refresh {
@@ -293,6 +305,7 @@ where
                 ttl: prepared.ttl,
                 none_ttl: prepared.none_ttl,
                 jitter: prepared.jitter,
+                lease: prepared.lease,
             });
         let mut flight = None;
         let plan = match &call {
@@ -332,11 +345,14 @@ where
                     shard,
                     observed,
                     outcome,
+                    lease,
                 },
                 Ok(call),
             ) => {
                 call.finish_lead(&result, shape, lead, shard, observed)
                     .await;
+                // Given up only now that the entry is stored.
+                drop(lease);
                 outcome
             }
             (Plan::Refresh { shard, observed }, Ok(call)) => {
@@ -424,6 +440,19 @@ impl Call<'_> {
         } else {
             observed
         };
+        // Across processes: one computes, the others wait for its entry.
+        let (observed, lease) = if observed.known {
+            match self.lease::<T>(observed).await {
+                Leased::Found(value, entry) => {
+                    lead.finish(Outcome::Value(entry), false);
+                    counters.coalesced();
+                    return Err(((shape.wrap)(value), CallOutcome::Coalesced));
+                }
+                Leased::Compute(observed, lease) => (observed, lease),
+            }
+        } else {
+            (observed, None)
+        };
         if !observed.known {
             lead.read_failed();
         }
@@ -438,6 +467,7 @@ impl Call<'_> {
             shard,
             observed,
             outcome,
+            lease,
         })
     }
 

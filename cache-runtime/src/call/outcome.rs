@@ -24,7 +24,8 @@ pub enum CallOutcome {
     /// Served from the cache; the body did not run.
     Hit,
     /// Handed the value of a concurrent call of the same key, which ran the
-    /// body for both (single-flight); the body did not run for this call.
+    /// body for both (single-flight): in this process, or, with leases, in
+    /// another; the body did not run for this call.
     Coalesced,
     /// Not in the cache: the body ran, and its value was stored if it is
     /// cacheable (and no invalidation or other writer came first, and the

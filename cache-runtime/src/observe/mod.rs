@@ -24,17 +24,20 @@ pub(crate) enum Op {
     Invalidate,
     Bump,
     Ping,
+    /// Taking, renewing or releasing a lease.
+    Lease,
 }
 
 impl Op {
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) const ALL: [Op; 6] = [
+    pub(crate) const ALL: [Op; 7] = [
         Op::Get,
         Op::Shard,
         Op::Put,
         Op::Invalidate,
         Op::Bump,
         Op::Ping,
+        Op::Lease,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Op {
             Op::Invalidate => "invalidate",
             Op::Bump => "bump",
             Op::Ping => "ping",
+            Op::Lease => "lease",
         }
     }
 }

@@ -49,7 +49,8 @@ impl Stats {
 pub(crate) enum ErrorKind {
     /// A read of the backend (an entry, a shard's state) failed.
     Read,
-    /// A store failed, or replaced a key that was not an entry.
+    /// A store or a lease failed, or a store replaced a key that was not
+    /// an entry.
     Write,
     /// An entry could not be decoded, or values of its type cannot be read back.
     Decode,

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::backend::{Backend, Generation, PutCondition, PutOutcome, Stored, Version};
+use crate::backend::{
+    Backend, Generation, LeaseState, LeaseToken, PutCondition, PutOutcome, Stored, Version,
+};
 use crate::key::{CacheKey, KeyArgs, Namespace};
 
 /// Runs every check, through `Arc<dyn Backend>` as the cache uses it.
@@ -36,6 +38,7 @@ pub async fn run_all(backend: Arc<dyn Backend>, prefix: &str) {
     a_bump_changes_only_the_given_shards(b, prefix).await;
     of_concurrent_puts_from_one_read_one_stores(backend.clone(), prefix).await;
     entries_expire_after_their_ttl(b, prefix).await;
+    leases_have_one_holder(b, prefix).await;
     b.ping().await.expect("ping");
     assert!(!b.name().is_empty(), "a backend has a name");
 }
@@ -282,4 +285,64 @@ async fn entries_expire_after_their_ttl(b: &dyn Backend, prefix: &str) {
         None,
         "an entry outlived its TTL"
     );
+}
+
+/// A backend without leases says so; one with leases gives a key's lease to
+/// one token at a time, lets only that token renew or release it, and
+/// frees it after its TTL.
+async fn leases_have_one_holder(b: &dyn Backend, prefix: &str) {
+    let key = key(prefix, "lease", "k");
+    let (one, other) = (LeaseToken::random(), LeaseToken::random());
+    let ttl = Duration::from_millis(600);
+    match b.lease(&key, one, ttl).await.expect("lease") {
+        LeaseState::Unsupported => return,
+        LeaseState::Taken => {}
+        held => panic!("a free lease was not taken but {held:?}"),
+    }
+    assert_eq!(
+        b.lease(&key, other, ttl).await.expect("lease"),
+        LeaseState::Held,
+        "a held lease was given to a second token"
+    );
+    assert!(
+        !b.renew_lease(&key, other, ttl).await.expect("renew"),
+        "a token renewed a lease it does not hold"
+    );
+    b.release_lease(&key, other).await.expect("release");
+    assert_eq!(
+        b.lease(&key, other, ttl).await.expect("lease"),
+        LeaseState::Held,
+        "a token released a lease it does not hold"
+    );
+    b.release_lease(&key, one).await.expect("release");
+    assert_eq!(
+        b.lease(&key, other, ttl).await.expect("lease"),
+        LeaseState::Taken,
+        "a released lease was not free"
+    );
+    // Renewed twice past its first TTL, it is still held; unrenewed, it
+    // expires.
+    for _ in 0..2 {
+        tokio::time::sleep(ttl / 2).await;
+        assert!(
+            b.renew_lease(&key, other, ttl).await.expect("renew"),
+            "the holder could not renew its lease"
+        );
+    }
+    assert_eq!(
+        b.lease(&key, one, ttl).await.expect("lease"),
+        LeaseState::Held,
+        "a renewed lease expired"
+    );
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    assert!(
+        !b.renew_lease(&key, other, ttl).await.expect("renew"),
+        "an expired lease was renewed"
+    );
+    assert_eq!(
+        b.lease(&key, one, ttl).await.expect("lease"),
+        LeaseState::Taken,
+        "an expired lease was not free"
+    );
+    b.release_lease(&key, one).await.expect("release");
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cache_runtime::{
-    Backend, CacheKey, Error, Lookup, PutCondition, PutOutcome, Result, ShardState, Stored,
+    Backend, CacheKey, Error, LeaseState, LeaseToken, Lookup, PutCondition, PutOutcome, Result,
+    ShardState, Stored,
 };
 
 /// Body runs counted per argument, so tests running in parallel on one cached
@@ -38,6 +39,8 @@ pub enum Op {
     Invalidate,
     Bump,
     Ping,
+    /// Taking, renewing or releasing a lease.
+    Lease,
 }
 
 /// What a [`Faulty`] backend does on an operation.
@@ -105,6 +108,7 @@ impl Faulty {
             Op::Invalidate,
             Op::Bump,
             Op::Ping,
+            Op::Lease,
         ] {
             self.set(op, mode);
         }
@@ -183,6 +187,18 @@ impl Backend for Faulty {
     async fn ping(&self) -> Result<()> {
         self.enter(Op::Ping).await?;
         self.inner.ping().await
+    }
+    async fn lease(&self, key: &CacheKey, token: LeaseToken, ttl: Duration) -> Result<LeaseState> {
+        self.enter(Op::Lease).await?;
+        self.inner.lease(key, token, ttl).await
+    }
+    async fn renew_lease(&self, key: &CacheKey, token: LeaseToken, ttl: Duration) -> Result<bool> {
+        self.enter(Op::Lease).await?;
+        self.inner.renew_lease(key, token, ttl).await
+    }
+    async fn release_lease(&self, key: &CacheKey, token: LeaseToken) -> Result<()> {
+        self.enter(Op::Lease).await?;
+        self.inner.release_lease(key, token).await
     }
     fn operation_timeout(&self) -> Option<Duration> {
         self.timeout

@@ -3,7 +3,8 @@
 //!
 //! Operations: calls of seven cached functions (every return shape, two
 //! value types of one layout, two instantiations of a generic function, two
-//! namespaces, a jittered TTL, a cached `None` with a TTL of its own) alone, as stampedes, or mixed and concurrent; calls cancelled
+//! namespaces, a jittered TTL, a cached `None` with a TTL of its own)
+//! on two caches that share leases alone, as stampedes, or mixed and concurrent; calls cancelled
 //! after a few polls; writes (the truth bumped, then an entry or a namespace
 //! invalidated, from either cache, also while a slow body computes from the
 //! old truth); backend faults (errors, hangs cut short by the operation
@@ -109,6 +110,7 @@ fn op() -> impl Strategy<Value = Op> {
         BackendOp::Invalidate,
         BackendOp::Bump,
         BackendOp::Ping,
+        BackendOp::Lease,
     ]);
     let mode = prop::sample::select(vec![Mode::Fail, Mode::Hang]);
     let behaviour =
@@ -196,6 +198,11 @@ impl Run {
                     base: Duration::from_millis(5),
                     cap: Duration::from_millis(20),
                 })
+                // One body per key across the two "processes"; a short
+                // wait, so that a holder the model holds at a gate only
+                // delays the other cache.
+                .lease(Some(Duration::from_millis(500)))
+                .lease_wait(Duration::from_secs(1))
                 .build()
                 .unwrap()
         };

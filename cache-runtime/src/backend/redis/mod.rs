@@ -29,7 +29,8 @@ use bytes::Bytes;
 use redis::aio::ConnectionLike;
 
 use super::{
-    Backend, Generation, Lookup, NodeHealth, PutCondition, PutOutcome, ShardState, Stored, Version,
+    Backend, Generation, LeaseState, LeaseToken, Lookup, NodeHealth, PutCondition, PutOutcome,
+    ShardState, Stored, Version,
 };
 use crate::config::RedisConfig;
 use crate::error::{Error, Result};
@@ -189,6 +190,9 @@ impl RedisBackend {
                 shard: redis::Script::new(scripts::SHARD),
                 put: redis::Script::new(scripts::PUT),
                 invalidate: redis::Script::new(scripts::INVALIDATE),
+                lease: redis::Script::new(scripts::LEASE),
+                renew_lease: redis::Script::new(scripts::RENEW_LEASE),
+                release_lease: redis::Script::new(scripts::RELEASE_LEASE),
             }),
             response_timeout: config.response_timeout,
             replication: config.replication,
@@ -428,6 +432,9 @@ struct Scripts {
     shard: redis::Script,
     put: redis::Script,
     invalidate: redis::Script,
+    lease: redis::Script,
+    renew_lease: redis::Script,
+    release_lease: redis::Script,
 }
 
 /// Which script a [`ScriptCall`] runs.
@@ -436,6 +443,9 @@ enum ScriptName {
     Shard,
     Put,
     Invalidate,
+    Lease,
+    RenewLease,
+    ReleaseLease,
 }
 
 /// A script invocation: `EVALSHA`; if Redis does not know the script (after
@@ -462,6 +472,9 @@ impl RequestKind for ScriptCall {
             ScriptName::Shard => &scripts.shard,
             ScriptName::Put => &scripts.put,
             ScriptName::Invalidate => &scripts.invalidate,
+            ScriptName::Lease => &scripts.lease,
+            ScriptName::RenewLease => &scripts.renew_lease,
+            ScriptName::ReleaseLease => &scripts.release_lease,
         };
         let mut invocation = script.prepare_invoke();
         for key in keys {
@@ -483,6 +496,28 @@ fn generation_key(shard: &str) -> String {
     key.push_str(shard);
     key.push_str(GENERATION_SUFFIX);
     key
+}
+
+/// Appended to an entry's key to name its lease. `|` is in no key the
+/// cache writes otherwise (names and prefixes exclude it; arguments are
+/// escaped), so a lease key is never an entry's; and the entry's hash tag
+/// keeps the lease in the entry's slot.
+const LEASE_SUFFIX: &str = "|lease";
+
+/// The key of an entry's lease: `{entry}|lease`.
+fn lease_key(key: &CacheKey) -> String {
+    let mut lease = String::with_capacity(key.as_str().len() + LEASE_SUFFIX.len());
+    lease.push_str(key.as_str());
+    lease.push_str(LEASE_SUFFIX);
+    lease
+}
+
+/// A lease's TTL as the scripts take it: whole milliseconds, at least one.
+fn lease_millis(ttl: Duration) -> Vec<u8> {
+    ttl.as_millis()
+        .clamp(1, u128::from(u64::MAX))
+        .to_string()
+        .into_bytes()
 }
 
 /// The generation key of a shard as a command argument, written straight into
@@ -585,6 +620,22 @@ impl RedisBackend {
 }
 
 impl RedisBackend {
+    /// A lease script's call on `key`'s lease, and the lease's key (which
+    /// routes it): the token, and the TTL if the script sets one.
+    fn lease_script(
+        &self,
+        name: ScriptName,
+        key: &CacheKey,
+        token: LeaseToken,
+        ttl: Option<Duration>,
+    ) -> (String, ScriptCall) {
+        let lease = lease_key(key);
+        let mut args = vec![token.0.to_string().into_bytes()];
+        args.extend(ttl.map(lease_millis));
+        let call = self.script(name, vec![lease.clone().into_bytes()], args);
+        (lease, call)
+    }
+
     /// Sends an invalidation's writes and, if the backend waits for
     /// replicas, a `WAIT` after them in the same pipeline (so on the same
     /// connection, right after them); checks its count.
@@ -759,6 +810,27 @@ impl Backend for RedisBackend {
 
     async fn ping(&self) -> Result<()> {
         self.request::<()>(Route::Any, redis::cmd("PING")).await
+    }
+
+    async fn lease(&self, key: &CacheKey, token: LeaseToken, ttl: Duration) -> Result<LeaseState> {
+        let (lease, call) = self.lease_script(ScriptName::Lease, key, token, Some(ttl));
+        Ok(
+            match self.request::<i64>(Route::Read(&lease), call).await? {
+                1 => LeaseState::Taken,
+                0 => LeaseState::Held,
+                _ => LeaseState::Unsupported,
+            },
+        )
+    }
+
+    async fn renew_lease(&self, key: &CacheKey, token: LeaseToken, ttl: Duration) -> Result<bool> {
+        let (lease, call) = self.lease_script(ScriptName::RenewLease, key, token, Some(ttl));
+        Ok(self.request::<i64>(Route::Read(&lease), call).await? == 1)
+    }
+
+    async fn release_lease(&self, key: &CacheKey, token: LeaseToken) -> Result<()> {
+        let (lease, call) = self.lease_script(ScriptName::ReleaseLease, key, token, None);
+        self.request::<()>(Route::Read(&lease), call).await
     }
 
     fn operation_timeout(&self) -> Option<Duration> {

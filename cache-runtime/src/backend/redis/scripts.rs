@@ -105,3 +105,62 @@ end
 return 0
 "
 );
+
+/// `lease_holder(key)`: the token in lease key `key` if it is one of ours
+/// (a string of 1 to 20 digits with a TTL), `false` if the key holds
+/// something else, nil if there is no key.
+macro_rules! lease_holder {
+    () => {
+        r"
+local function lease_holder(key)
+  local kind = redis.call('TYPE', key).ok
+  if kind == 'none' then return nil end
+  if kind ~= 'string' or redis.call('PTTL', key) <= 0 then return false end
+  local token = redis.call('GET', key)
+  if #token > 20 or not string.match(token, '^[1-9]%d*$') then return false end
+  return token
+end
+"
+    };
+}
+
+/// Takes lease KEYS[1] for token ARGV[1] for ARGV[2] milliseconds if no one
+/// holds it: 1 taken, 0 held by a token, 2 the key holds something that is
+/// not a lease (written by another program): no lease for this key, the
+/// caller computes without one (it is never waited on).
+pub(super) const LEASE: &str = concat!(
+    lease_holder!(),
+    r"
+local holder = lease_holder(KEYS[1])
+if holder == nil then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder then return 0 end
+return 2
+"
+);
+
+/// Extends lease KEYS[1] to ARGV[2] milliseconds if token ARGV[1] holds it:
+/// 1 extended, 0 not held by it.
+pub(super) const RENEW_LEASE: &str = concat!(
+    lease_holder!(),
+    r"
+if lease_holder(KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"
+);
+
+/// Deletes lease KEYS[1] if token ARGV[1] holds it.
+pub(super) const RELEASE_LEASE: &str = concat!(
+    lease_holder!(),
+    r"
+if lease_holder(KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"
+);

@@ -1,4 +1,5 @@
-//! `none_ttl` on every shape that has a `None` to cache, and `ttl_jitter`.
+//! `none_ttl` on every shape that has a `None` to cache, `ttl_jitter`, and
+//! `lease`.
 
 use cache_runtime::cached;
 
@@ -27,6 +28,17 @@ async fn exact(id: u64) -> u64 {
     id
 }
 
+#[cached(ttl = 60, lease = false)]
+async fn cheap(id: u64) -> u64 {
+    id
+}
+
+#[cached(ttl = 60, lease)]
+async fn leased(id: u64) -> u64 {
+    id
+}
+
 fn main() {
     let _ = (find_user(1), load_user(1), explicit(1), spread(1), exact(1));
+    let _ = (cheap(1), leased(1));
 }
