@@ -363,3 +363,20 @@ fn a_function_with_lease_false_runs_its_body_in_every_process() {
     let leases = server.cli(&["--scan", "--pattern", "*|lease"]);
     assert_eq!(leases.trim(), "");
 }
+
+/// A process that makes one call and exits (a CLI, a job) must not leave a
+/// lease that keeps other processes waiting: the call gives it up before it
+/// returns, not from a task that may never run.
+#[test]
+fn a_call_holds_no_lease_once_it_returned() {
+    let server = RedisServer::start();
+    let (a, _) = caches_on(&server);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(runtime.block_on(a.scope(slow_or_failing(8, 0, 0))), Ok(80));
+    drop(runtime);
+    let leases = server.cli(&["--scan", "--pattern", "*|lease"]);
+    assert_eq!(leases.trim(), "", "a lease outlived its call");
+}

@@ -300,6 +300,23 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         Ok(())
     }
 
+    /// [`put`](Self::put), then gives `key`'s lease up if `lease` holds it,
+    /// whatever the store did: a lease holder's store. The default makes
+    /// the two calls; a backend over a network does both in one request.
+    async fn put_releasing(
+        &self,
+        key: &CacheKey,
+        entry: Stored,
+        ttl: Duration,
+        condition: &PutCondition,
+        lease: LeaseToken,
+    ) -> Result<PutOutcome> {
+        let outcome = self.put(key, entry, ttl, condition).await;
+        // A release that fails leaves the lease to its TTL.
+        let _ = self.release_lease(key, lease).await;
+        outcome
+    }
+
     /// Whether the backend isolates failures itself, with circuit breakers
     /// of its own (a cluster, per slot): the cache's circuit then never
     /// opens, so that one failing node does not stop calls to the healthy

@@ -12,11 +12,15 @@
 //! duplicate computation, never a wrong or resurrected value.
 //!
 //! Cancel safety: the holder's [`Hold`] renews the lease from a task of
-//! its own while the body runs, and gives the lease up when dropped, from
-//! a spawned task: after the store, or when the call is cancelled or its
-//! body panics, so that a waiter takes over at once instead of after the
-//! TTL. (Spawned, the release costs the caller nothing; waiters poll for
-//! the entry, which is stored before the release starts.)
+//! its own while the body runs, and gives the lease up before the call
+//! returns, so that a call holds nothing once it returned (a process that
+//! makes one call and exits leaves no lease behind): in the store's own
+//! request ([`Backend::put_releasing`]), or in one of its own when nothing
+//! is stored (an `Err`). When the call is cancelled or its body panics, a
+//! task its `Drop` spawns gives it up, so that a waiter takes over at once
+//! instead of after the TTL.
+//!
+//! [`Backend::put_releasing`]: crate::Backend::put_releasing
 
 use std::time::{Duration, Instant};
 
@@ -134,9 +138,9 @@ impl Call<'_> {
     }
 }
 
-/// A lease held: renewed while it lives, given up when it is dropped.
+/// A lease held: renewed while it lives, given up when it ends.
 pub(crate) struct Hold {
-    /// Taken by `Drop`.
+    /// `None` once given up in line.
     lease: Option<Lease>,
     renewal: tokio::task::JoinHandle<()>,
 }
@@ -190,13 +194,35 @@ impl Hold {
             renewal,
         }
     }
+
+    /// The token the lease is held under.
+    pub(crate) fn token(&self) -> LeaseToken {
+        self.lease
+            .as_ref()
+            .map_or(LeaseToken(0), |lease| lease.token)
+    }
+
+    /// The lease was given up by a request that carried its token (a store).
+    pub(crate) fn given_up(mut self) {
+        self.renewal.abort();
+        self.lease = None;
+    }
+
+    /// Gives the lease up, when no store did.
+    pub(crate) async fn release(mut self) {
+        self.renewal.abort();
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
+    }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
         self.renewal.abort();
-        // Without a runtime (dropped as one shuts down) the lease expires
-        // by its TTL instead.
+        // Cancelled or panicked before the store: give the lease up now, so
+        // that a waiter need not wait for its TTL. Without a runtime (as one
+        // shuts down) it expires by its TTL instead.
         if let Some(lease) = self.lease.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {

@@ -251,8 +251,7 @@ enum Plan<'f> {
         shard: Option<ShardState>,
         observed: Observed,
         outcome: CallOutcome,
-        /// The key's lease, held until the store is done (dropping it
-        /// releases it).
+        /// The key's lease, held until the store is done.
         lease: Option<Hold>,
     },
     /// A refresh: run the body, store over the entry.
@@ -345,14 +344,16 @@ where
                     shard,
                     observed,
                     outcome,
-                    lease,
+                    mut lease,
                 },
                 Ok(call),
             ) => {
-                call.finish_lead(&result, shape, lead, shard, observed)
+                call.finish_lead(&result, shape, lead, shard, observed, &mut lease)
                     .await;
-                // Given up only now that the entry is stored.
-                drop(lease);
+                // Not given up with a store (nothing was stored): now.
+                if let Some(lease) = lease {
+                    lease.release().await;
+                }
                 outcome
             }
             (Plan::Refresh { shard, observed }, Ok(call)) => {
@@ -472,7 +473,7 @@ impl Call<'_> {
     }
 
     /// A round's end: store the body's result if it is cacheable, and
-    /// publish what the waiters get.
+    /// publish what the waiters get. A store gives up `lease` with it.
     async fn finish_lead<T, R>(
         &self,
         result: &R,
@@ -480,13 +481,14 @@ impl Call<'_> {
         mut lead: Lead<'_>,
         shard: Option<ShardState>,
         observed: Observed,
+        lease: &mut Option<Hold>,
     ) where
         T: Serialize + DeserializeOwned + 'static,
     {
         let (outcome, stored) = match (shape.cacheable)(result) {
             Some(value) => {
                 let ttl = self.store_ttl(shape.none.is_some_and(|none| none(value)));
-                self.store(value, ttl, shard, observed, Some(&mut lead))
+                self.store(value, ttl, shard, observed, Some(&mut lead), lease)
                     .await
             }
             None if shape.empty.is_some() => (Outcome::Empty, false),
@@ -577,7 +579,8 @@ impl Call<'_> {
     }
 
     /// Encodes and stores the body's value; returns what the round's waiters
-    /// get, and whether the store succeeded.
+    /// get, and whether the store succeeded. A lease held is given up with
+    /// the store, if one is sent.
     pub(crate) async fn store<T: Serialize + DeserializeOwned>(
         &self,
         value: &T,
@@ -585,6 +588,7 @@ impl Call<'_> {
         shard: Option<ShardState>,
         observed: Observed,
         lead: Option<&mut Lead<'_>>,
+        lease: &mut Option<Hold>,
     ) -> (Outcome, bool) {
         let Ok(entry) = self.seal(value, ttl, shard) else {
             return (Outcome::RunAlone, false);
@@ -597,7 +601,10 @@ impl Call<'_> {
             shard,
             previous: observed.previous,
         };
-        let stored = matches!(self.put(&entry, ttl, &condition, lead).await, Ok(true));
+        let stored = matches!(
+            self.put(&entry, ttl, &condition, lead, lease).await,
+            Ok(true)
+        );
         (Outcome::Value(entry), stored)
     }
 
@@ -645,17 +652,20 @@ impl Call<'_> {
         ttl: Duration,
         condition: &PutCondition,
         lead: Option<&mut Lead<'_>>,
+        lease: &mut Option<Hold>,
     ) -> Result<bool, Error> {
-        Ok(self.try_put(entry, ttl, condition, lead).await? == PutOutcome::Stored)
+        Ok(self.try_put(entry, ttl, condition, lead, lease).await? == PutOutcome::Stored)
     }
 
-    /// [`put`](Self::put), with what the backend said.
+    /// [`put`](Self::put), with what the backend said. `lease`, if held, is
+    /// given up in the same request (taken out of the option).
     pub(crate) async fn try_put(
         &self,
         entry: &Bytes,
         ttl: Duration,
         condition: &PutCondition,
         lead: Option<&mut Lead<'_>>,
+        lease: &mut Option<Hold>,
     ) -> Result<PutOutcome, Error> {
         let cache = self.cache;
         let stored = Stored {
@@ -666,8 +676,22 @@ impl Call<'_> {
         if let Some(lead) = lead {
             lead.store_starts();
         }
-        let put = cache.inner.backend.put(self.key, stored, ttl, condition);
-        match cache.guarded(Op::Put, put).await {
+        let backend = &cache.inner.backend;
+        let put = match lease.as_ref() {
+            Some(hold) => backend.put_releasing(self.key, stored, ttl, condition, hold.token()),
+            None => backend.put(self.key, stored, ttl, condition),
+        };
+        let answer = cache.guarded(Op::Put, put).await;
+        if let Some(hold) = lease.take() {
+            match answer {
+                // Given up by the store's own request.
+                Ok(_) => hold.given_up(),
+                // The backend failed: from a task, not in this call's time
+                // (it expires by its TTL if that fails too).
+                Err(_) => drop(hold),
+            }
+        }
+        match answer {
             Ok(PutOutcome::Stored) => Ok(PutOutcome::Stored),
             Ok(PutOutcome::StoredOverForeign) => {
                 self.counters.error(ErrorKind::Write);

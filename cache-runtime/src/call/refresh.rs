@@ -76,7 +76,10 @@ impl Call<'_> {
             previous: observed.previous,
         };
         for _ in 0..ATTEMPTS {
-            match self.try_put(entry, ttl, &condition, None).await? {
+            match self
+                .try_put(entry, ttl, &condition, None, &mut None)
+                .await?
+            {
                 PutOutcome::EntryChanged => {}
                 PutOutcome::Stored | PutOutcome::StoredOverForeign => {
                     self.cache.inner.flights.landed(self.key);

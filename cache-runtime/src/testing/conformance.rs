@@ -344,5 +344,31 @@ async fn leases_have_one_holder(b: &dyn Backend, prefix: &str) {
         LeaseState::Taken,
         "an expired lease was not free"
     );
+    // A holder's store gives its lease up, whether it stored or not.
+    let shard = b.shard(key.shard()).await.expect("shard");
+    let fresh = PutCondition {
+        shard,
+        previous: None,
+    };
+    let outcome = b
+        .put_releasing(&key, entry("leased"), TTL, &fresh, one)
+        .await
+        .expect("put");
+    assert_eq!(outcome, PutOutcome::Stored, "a lease holder's store");
+    assert_eq!(
+        b.lease(&key, other, ttl).await.expect("lease"),
+        LeaseState::Taken,
+        "a store did not give its lease up"
+    );
+    let refused = b
+        .put_releasing(&key, entry("late"), TTL, &fresh, other)
+        .await
+        .expect("put");
+    assert_eq!(refused, PutOutcome::EntryChanged, "a late store was taken");
+    assert_eq!(
+        b.lease(&key, one, ttl).await.expect("lease"),
+        LeaseState::Taken,
+        "a refused store did not give its lease up"
+    );
     b.release_lease(&key, one).await.expect("release");
 }

@@ -620,6 +620,50 @@ impl RedisBackend {
 }
 
 impl RedisBackend {
+    /// The conditional store; with `lease`, giving up that lease in the same
+    /// script.
+    async fn store(
+        &self,
+        key: &CacheKey,
+        entry: Stored,
+        ttl: Duration,
+        condition: &PutCondition,
+        lease: Option<LeaseToken>,
+    ) -> Result<PutOutcome> {
+        let (seen, previous) = match condition.previous {
+            Some(version) => (b"1".to_vec(), version.as_bytes().to_vec()),
+            None => (b"0".to_vec(), Vec::new()),
+        };
+        let mut value = Vec::with_capacity(VERSION_LEN + entry.bytes.len());
+        value.extend_from_slice(entry.version.as_bytes());
+        value.extend_from_slice(&entry.bytes);
+        let shard_ttl = ttl.as_secs().saturating_add(1).max(SHARD_TTL.as_secs());
+        let mut keys = vec![
+            key.as_str().into(),
+            generation_key(key.shard()).into_bytes(),
+        ];
+        let mut args = vec![
+            shard_text(condition.shard).into_bytes(),
+            seen,
+            previous,
+            value,
+            ttl.as_millis().max(1).to_string().into_bytes(),
+            shard_ttl.to_string().into_bytes(),
+        ];
+        if let Some(token) = lease {
+            keys.push(lease_key(key).into_bytes());
+            args.push(token.0.to_string().into_bytes());
+        }
+        let call = self.script(ScriptName::Put, keys, args);
+        let outcome: i64 = self.request(Route::Read(key.as_str()), call).await?;
+        Ok(match outcome {
+            0 => PutOutcome::Stored,
+            1 => PutOutcome::GenerationChanged,
+            3 => PutOutcome::StoredOverForeign,
+            _ => PutOutcome::EntryChanged,
+        })
+    }
+
     /// A lease script's call on `key`'s lease, and the lease's key (which
     /// routes it): the token, and the TTL if the script sets one.
     fn lease_script(
@@ -717,36 +761,18 @@ impl Backend for RedisBackend {
         ttl: Duration,
         condition: &PutCondition,
     ) -> Result<PutOutcome> {
-        let (seen, previous) = match condition.previous {
-            Some(version) => (b"1".to_vec(), version.as_bytes().to_vec()),
-            None => (b"0".to_vec(), Vec::new()),
-        };
-        let mut value = Vec::with_capacity(VERSION_LEN + entry.bytes.len());
-        value.extend_from_slice(entry.version.as_bytes());
-        value.extend_from_slice(&entry.bytes);
-        let shard_ttl = ttl.as_secs().saturating_add(1).max(SHARD_TTL.as_secs());
-        let call = self.script(
-            ScriptName::Put,
-            vec![
-                key.as_str().into(),
-                generation_key(key.shard()).into_bytes(),
-            ],
-            vec![
-                shard_text(condition.shard).into_bytes(),
-                seen,
-                previous,
-                value,
-                ttl.as_millis().max(1).to_string().into_bytes(),
-                shard_ttl.to_string().into_bytes(),
-            ],
-        );
-        let outcome: i64 = self.request(Route::Read(key.as_str()), call).await?;
-        Ok(match outcome {
-            0 => PutOutcome::Stored,
-            1 => PutOutcome::GenerationChanged,
-            3 => PutOutcome::StoredOverForeign,
-            _ => PutOutcome::EntryChanged,
-        })
+        self.store(key, entry, ttl, condition, None).await
+    }
+
+    async fn put_releasing(
+        &self,
+        key: &CacheKey,
+        entry: Stored,
+        ttl: Duration,
+        condition: &PutCondition,
+        lease: LeaseToken,
+    ) -> Result<PutOutcome> {
+        self.store(key, entry, ttl, condition, Some(lease)).await
     }
 
     async fn invalidate(&self, key: &CacheKey) -> Result<()> {

@@ -28,6 +28,24 @@ end
     };
 }
 
+/// `lease_holder(key)`: the token in lease key `key` if it is one of ours
+/// (a string of 1 to 20 digits with a TTL), `false` if the key holds
+/// something else, nil if there is no key.
+macro_rules! lease_holder {
+    () => {
+        r"
+local function lease_holder(key)
+  local kind = redis.call('TYPE', key).ok
+  if kind == 'none' then return nil end
+  if kind ~= 'string' or redis.call('PTTL', key) <= 0 then return false end
+  local token = redis.call('GET', key)
+  if #token > 20 or not string.match(token, '^[1-9]%d*$') then return false end
+  return token
+end
+"
+    };
+}
+
 /// The largest epoch a shard state holds; one more starts a fresh state.
 pub(super) const MAX_EPOCH: u64 = 999_999_999_999_999;
 
@@ -55,12 +73,20 @@ return ARGV[1]
 /// envelope), 5 its TTL in milliseconds, 6 the least TTL in seconds the shard
 /// state must then have.
 ///
+/// With KEYS[3] and ARGV[7], also gives up the caller's lease KEYS[3] if
+/// token ARGV[7] holds it, whatever the store does: the store and the
+/// release in one round trip, and no moment between them.
+///
 /// Returns 0 stored, 1 the generation changed (or was lost), 2 the entry
 /// changed, 3 stored over a key of another type. The rule is
 /// `PutCondition::holds`.
 pub(super) const PUT: &str = concat!(
     ours!(),
+    lease_holder!(),
     r"
+if KEYS[3] and lease_holder(KEYS[3]) == ARGV[7] then
+  redis.call('DEL', KEYS[3])
+end
 local shard = redis.call('GET', KEYS[2])
 local generation = ours(shard)
 if generation == nil or generation ~= ours(ARGV[1]) then return 1 end
@@ -105,24 +131,6 @@ end
 return 0
 "
 );
-
-/// `lease_holder(key)`: the token in lease key `key` if it is one of ours
-/// (a string of 1 to 20 digits with a TTL), `false` if the key holds
-/// something else, nil if there is no key.
-macro_rules! lease_holder {
-    () => {
-        r"
-local function lease_holder(key)
-  local kind = redis.call('TYPE', key).ok
-  if kind == 'none' then return nil end
-  if kind ~= 'string' or redis.call('PTTL', key) <= 0 then return false end
-  local token = redis.call('GET', key)
-  if #token > 20 or not string.match(token, '^[1-9]%d*$') then return false end
-  return token
-end
-"
-    };
-}
 
 /// Takes lease KEYS[1] for token ARGV[1] for ARGV[2] milliseconds if no one
 /// holds it: 1 taken, 0 held by a token, 2 the key holds something that is
