@@ -6,8 +6,8 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_runtime::{Cache, CallOutcome, RedisConfig, cached, with_outcome};
@@ -144,12 +144,15 @@ fn a_killed_lease_holder_is_taken_over_within_the_lease_time() {
     );
 }
 
-static RUNS: AtomicU32 = AtomicU32::new(0);
+/// Body runs per key: the tests of this file run in parallel in one
+/// process, each on keys of its own.
+static RUNS: LazyLock<common::Runs> = LazyLock::new(common::Runs::default);
 
-/// A body that fails the first `FAILS` runs.
+/// A body that fails its first `fails` runs.
 #[cached(namespace = "leases", ttl = 60, skip(fails, body_ms))]
 async fn slow_or_failing(key: u32, fails: u32, body_ms: u64) -> Result<u32, String> {
-    let run = RUNS.fetch_add(1, SeqCst);
+    let run = RUNS.of(key.into());
+    RUNS.record(key.into());
     tokio::time::sleep(Duration::from_millis(body_ms)).await;
     if run < fails {
         return Err(format!("run {run} failed"));
@@ -184,7 +187,6 @@ fn a_holder_whose_body_fails_hands_the_lease_to_a_waiter_at_once() {
     let (a, b) = caches_on(&server);
     let runtime = common::runtime();
     runtime.block_on(async {
-        RUNS.store(0, SeqCst);
         let holder = spawn_on(&a, 1, 1, 300);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = Instant::now();
@@ -196,7 +198,7 @@ fn a_holder_whose_body_fails_hands_the_lease_to_a_waiter_at_once() {
             Some(CallOutcome::Miss),
             "the waiter ran the body itself"
         );
-        assert_eq!(RUNS.load(SeqCst), 2);
+        assert_eq!(RUNS.of(1), 2);
         // It took over when the holder gave up (after ~200 ms more), not
         // after the default lease TTL of 5 s.
         let elapsed = started.elapsed();
@@ -213,14 +215,13 @@ fn a_waiter_in_another_cache_takes_the_holders_value_and_a_cancelled_holder_free
     let (a, b) = caches_on(&server);
     let runtime = common::runtime();
     runtime.block_on(async {
-        RUNS.store(0, SeqCst);
         // A waiter takes the holder's value: one body run.
         let holder = spawn_on(&a, 2, 0, 300);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (value, outcome) = b.scope(with_outcome(slow_or_failing(2, 0, 300))).await;
         assert_eq!((value, outcome), (Ok(20), Some(CallOutcome::Coalesced)));
         assert_eq!(holder.await.unwrap(), Ok(20));
-        assert_eq!(RUNS.load(SeqCst), 1);
+        assert_eq!(RUNS.of(2), 1);
 
         // A holder cancelled mid-body gives the lease up at once.
         let holder = spawn_on(&a, 3, 0, 60_000);
@@ -245,7 +246,6 @@ fn a_foreign_value_at_a_lease_key_is_not_waited_on() {
     let (a, _) = caches_on(&server);
     let runtime = common::runtime();
     runtime.block_on(async {
-        RUNS.store(0, SeqCst);
         // Learn the key, then plant another program's value at its lease.
         assert_eq!(a.scope(slow_or_failing(4, 0, 0)).await, Ok(40));
         let entry = server.cli(&["--scan", "--pattern", "cache:{leases:*}:*slow_or_failing*"]);
@@ -255,7 +255,7 @@ fn a_foreign_value_at_a_lease_key_is_not_waited_on() {
         let started = Instant::now();
         assert_eq!(a.scope(slow_or_failing(4, 0, 0)).await, Ok(40));
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(RUNS.load(SeqCst), 2);
+        assert_eq!(RUNS.of(4), 2);
         // Another program's key is left alone.
         assert_eq!(
             server.cli(&["GET", &format!("{entry}|lease")]).trim(),
@@ -267,7 +267,7 @@ fn a_foreign_value_at_a_lease_key_is_not_waited_on() {
 #[test]
 fn leases_are_off_for_a_shared_memory_backend_unless_asked_for() {
     let runtime = common::runtime();
-    for (lease, expected_runs) in [(None, 2), (Some(Duration::from_secs(5)), 1)] {
+    for (key, lease, expected_runs) in [(5, None, 2), (15, Some(Duration::from_secs(5)), 1)] {
         let backend = Arc::new(cache_runtime::MemoryBackend::new());
         let cache = || {
             let builder = Cache::builder().shared_backend(backend.clone());
@@ -280,13 +280,12 @@ fn leases_are_off_for_a_shared_memory_backend_unless_asked_for() {
         };
         let (a, b) = (cache(), cache());
         runtime.block_on(async {
-            RUNS.store(0, SeqCst);
-            let first = spawn_on(&a, 5, 0, 300);
+            let first = spawn_on(&a, key, 0, 300);
             tokio::time::sleep(Duration::from_millis(100)).await;
-            assert_eq!(b.scope(slow_or_failing(5, 0, 300)).await, Ok(50));
-            assert_eq!(first.await.unwrap(), Ok(50));
+            assert_eq!(b.scope(slow_or_failing(key, 0, 300)).await, Ok(key * 10));
+            assert_eq!(first.await.unwrap(), Ok(key * 10));
         });
-        assert_eq!(RUNS.load(SeqCst), expected_runs, "lease {lease:?}");
+        assert_eq!(RUNS.of(key.into()), expected_runs, "lease {lease:?}");
     }
 }
 
@@ -379,4 +378,130 @@ fn a_call_holds_no_lease_once_it_returned() {
     drop(runtime);
     let leases = server.cli(&["--scan", "--pattern", "*|lease"]);
     assert_eq!(leases.trim(), "", "a lease outlived its call");
+}
+
+/// A body that returns `Err`: nothing is stored. Waiters in other processes
+/// must then compute at once, not take the lease one after another, each
+/// waiting for the one before (which would be slower than no leases).
+#[test]
+fn when_nothing_is_stored_the_other_processes_compute_at_once() {
+    let server = RedisServer::start();
+    let caches: Vec<Cache> = (0..6).map(|_| caches_on(&server).0).collect();
+    let slowest = common::runtime().block_on(async {
+        let started = Instant::now();
+        let calls: Vec<_> = caches
+            .iter()
+            // Every run fails: 300 ms, then `Err`.
+            .map(|cache| spawn_on(cache, 20, u32::MAX, 300))
+            .collect();
+        for call in calls {
+            assert!(call.await.unwrap().is_err());
+        }
+        started.elapsed()
+    });
+    // One after another, six 300 ms bodies took 1.8 s; at once, about two.
+    assert!(
+        slowest < Duration::from_millis(1_300),
+        "6 processes took {slowest:?} for a failing 300 ms body"
+    );
+}
+
+/// Callers with deadlines shorter than the lease wait, behind a holder that
+/// is stuck (alive, renewing): each leader is cancelled before its wait is
+/// over, and the next must not start the wait over, or nobody ever gets a
+/// value.
+#[test]
+fn callers_with_deadlines_get_a_value_while_a_holder_is_stuck() {
+    let server = RedisServer::start();
+    let stuck = caches_on(&server).0;
+    let waiting = Cache::builder()
+        .redis(RedisConfig::new(&server.url()).unwrap())
+        .lease_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let served = common::runtime().block_on(async {
+        let holder = spawn_on(&stuck, 21, 0, 600_000);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut callers = Vec::new();
+        for _ in 0..30 {
+            let cache = waiting.clone();
+            callers.push(tokio::spawn(async move {
+                let call = cache.scope(slow_or_failing(21, 0, 10));
+                tokio::time::timeout(Duration::from_millis(600), call)
+                    .await
+                    .is_ok()
+            }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut served = 0;
+        for caller in callers {
+            served += u32::from(caller.await.unwrap());
+        }
+        holder.abort();
+        served
+    });
+    assert!(
+        served >= 10,
+        "{served} of 30 callers with 600 ms deadlines got a value behind a stuck holder"
+    );
+}
+
+/// An invalidation ends the wait for a holder computing from before it.
+#[test]
+fn a_caller_after_an_invalidation_does_not_wait_for_the_stale_holder() {
+    let server = RedisServer::start();
+    let (a, b) = caches_on(&server);
+    common::runtime().block_on(async {
+        let holder = spawn_on(&a, 22, 0, 3_000);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.scope(slow_or_failing_invalidate(&22)).await.unwrap();
+        let started = Instant::now();
+        assert_eq!(b.scope(slow_or_failing(22, 0, 10)).await, Ok(220));
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(1),
+            "a call after the invalidation waited {waited:?} for the holder from before it"
+        );
+        holder.abort();
+    });
+}
+
+static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+static GATED: AtomicU32 = AtomicU32::new(0);
+
+#[cached(namespace = "leases-gated", ttl = 60)]
+async fn gated(key: u32) -> u32 {
+    GATED.fetch_add(1, SeqCst);
+    GATE.acquire().await.unwrap().forget();
+    key
+}
+
+/// A call on a Tokio runtime without timers gets its value (fail-open),
+/// also while another cache holds the key's lease.
+#[test]
+fn a_waiter_on_a_runtime_without_timers_gets_its_value() {
+    let backend = Arc::new(cache_runtime::MemoryBackend::new());
+    let cache = || {
+        Cache::builder()
+            .shared_backend(backend.clone())
+            .lease(Some(Duration::from_secs(5)))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (cache(), cache());
+    let holder_runtime = common::runtime();
+    let holder = holder_runtime.spawn(async move { a.scope(gated(1)).await });
+    while GATED.load(SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let timerless = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // One for the holder, one for the call if it runs the body itself.
+    GATE.add_permits(2);
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        timerless.block_on(b.scope(gated(1)))
+    }));
+    assert_eq!(holder_runtime.block_on(holder).unwrap(), 1);
+    assert_eq!(got.ok(), Some(1), "the call panicked without timers");
 }

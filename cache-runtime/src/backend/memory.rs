@@ -151,8 +151,10 @@ impl Leases {
 
     fn take(&mut self, key: &str, token: LeaseToken, ttl: Duration) -> LeaseState {
         let now = Instant::now();
-        if self.holder(key, now).is_some() {
-            return LeaseState::Held;
+        match self.holder(key, now) {
+            Some(ABANDONED) => return LeaseState::Unsupported,
+            Some(_) => return LeaseState::Held,
+            None => {}
         }
         if self.0.len() >= MAX_LEASES {
             self.0.retain(|_, (_, until)| *until > now);
@@ -160,9 +162,18 @@ impl Leases {
                 return LeaseState::Unsupported;
             }
         }
-        self.0.insert(key.to_owned(), (token, now + ttl));
+        self.0.insert(key.to_owned(), (token, until(now, ttl)));
         LeaseState::Taken
     }
+}
+
+/// The holder of a lease given up without a value (no token is zero).
+const ABANDONED: LeaseToken = LeaseToken(0);
+
+/// `now + ttl`, or far in the future for a TTL past what `Instant` holds.
+fn until(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 struct Locks {
@@ -391,6 +402,9 @@ impl Backend for MemoryBackend {
         };
         shards.set(key.shard(), state);
         self.entries.invalidate(key.as_str());
+        // Callers after the invalidation do not wait for a holder computing
+        // from before it.
+        self.leases().0.remove(key.as_str());
         Ok(())
     }
 
@@ -417,7 +431,7 @@ impl Backend for MemoryBackend {
         }
         leases
             .0
-            .insert(key.as_str().to_owned(), (token, Instant::now() + ttl));
+            .insert(key.as_str().to_owned(), (token, until(Instant::now(), ttl)));
         Ok(true)
     }
 
@@ -429,6 +443,22 @@ impl Backend for MemoryBackend {
             .is_some_and(|(held, _)| *held == token)
         {
             leases.0.remove(key.as_str());
+        }
+        Ok(())
+    }
+
+    async fn abandon_lease(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        pause: Duration,
+    ) -> Result<()> {
+        let mut leases = self.leases();
+        let now = Instant::now();
+        if leases.holder(key.as_str(), now) == Some(token) {
+            leases
+                .0
+                .insert(key.as_str().to_owned(), (ABANDONED, until(now, pause)));
         }
         Ok(())
     }

@@ -300,6 +300,21 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         Ok(())
     }
 
+    /// Gives `key`'s lease up without a value (the holder's body failed, or
+    /// its value is not cached), if `token` holds it: for `pause`, asking
+    /// for the lease finds [`LeaseState::Unsupported`], so that the callers
+    /// waiting elsewhere compute at once instead of taking the lease one
+    /// after another. The default releases it.
+    async fn abandon_lease(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        pause: Duration,
+    ) -> Result<()> {
+        let _ = pause;
+        self.release_lease(key, token).await
+    }
+
     /// [`put`](Self::put), then gives `key`'s lease up if `lease` holds it,
     /// whatever the store did: a lease holder's store. The default makes
     /// the two calls; a backend over a network does both in one request.

@@ -62,7 +62,7 @@ pub(crate) struct Inner {
     pub(crate) flights: Arc<Flights>,
     pub(crate) stats: Registry,
     log_keys: bool,
-    throttle: Throttle,
+    pub(crate) throttle: Throttle,
     pub(crate) timing: Timing,
     circuit_config: CircuitConfig,
     circuit: Circuit,

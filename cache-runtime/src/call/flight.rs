@@ -85,6 +85,9 @@ pub(crate) struct Flight {
     events: AtomicU64,
     slot: tokio::sync::Mutex<Option<Published>>,
     flights: Arc<Flights>,
+    /// When a round of this flight first found the key's lease held by
+    /// another process: every round's wait counts from then.
+    lease_wait: std::sync::OnceLock<std::time::Instant>,
 }
 
 /// A caller's place in a flight: when it joined.
@@ -149,6 +152,7 @@ impl Flights {
                     events: AtomicU64::new(0),
                     slot: tokio::sync::Mutex::new(None),
                     flights: Arc::clone(self),
+                    lease_wait: std::sync::OnceLock::new(),
                 });
                 map.insert(Arc::from(key.as_str()), Arc::downgrade(&flight));
                 flight
@@ -233,6 +237,12 @@ impl Lead<'_> {
             return true;
         }
         !self.first && !self.after_failed_read
+    }
+
+    /// When this key's flight began waiting for another process's lease
+    /// (now, if it had not).
+    pub(crate) fn lease_wait_started(&self) -> std::time::Instant {
+        *self.flight.lease_wait.get_or_init(std::time::Instant::now)
     }
 
     /// Records that this round's read of the backend failed.

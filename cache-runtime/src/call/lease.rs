@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::flight::Lead;
 use super::{Call, Found, Observed};
 use crate::backend::{LeaseState, LeaseToken};
 use crate::cache::Cache;
@@ -45,6 +46,11 @@ const FIRST_POLL: Duration = Duration::from_millis(5);
 /// The longest pause between two looks: a waiter sees the holder's value
 /// at most this long after it was stored.
 const LAST_POLL: Duration = Duration::from_millis(100);
+
+/// How long a lease given up without a value (an `Err`, a `None` not
+/// cached) tells callers to compute for themselves: longer than a waiter's
+/// longest pause, so that every waiter sees it.
+const ABANDONED_FOR: Duration = Duration::from_secs(1);
 
 /// How a cache uses leases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,36 +93,56 @@ pub(crate) enum Leased<T> {
 
 impl Call<'_> {
     /// Takes the key's lease, or waits for the holder's value. `observed`
-    /// is what the flight's read saw (a miss whose state is known).
-    pub(crate) async fn lease<T: DeserializeOwned>(&self, mut observed: Observed) -> Leased<T> {
+    /// is what the flight's read saw (a miss whose state is known); `lead`
+    /// the flight's round, whose flight keeps the time waiting began, so
+    /// that leaders cancelled one after another (callers with deadlines)
+    /// do not each wait anew behind a stuck holder.
+    pub(crate) async fn lease<T: DeserializeOwned>(
+        &self,
+        mut observed: Observed,
+        lead: &Lead<'_>,
+    ) -> Leased<T> {
         let cache = self.cache;
         let Some(config) = cache.inner.lease.filter(|_| self.lease) else {
             return Leased::Compute(observed, None);
         };
-        // Waiting and renewing need Tokio's timer and tasks.
-        if tokio::runtime::Handle::try_current().is_err() {
+        // Waiting and renewing need Tokio's timer and tasks; a runtime
+        // without timers panics when a timer is made.
+        if tokio::runtime::Handle::try_current().is_err()
+            || std::panic::catch_unwind(|| tokio::time::sleep(Duration::ZERO)).is_err()
+        {
             return Leased::Compute(observed, None);
         }
-        let token = LeaseToken::random();
-        let start = Instant::now();
+        let generation = observed.shard.map(|s| s.generation);
         let mut pause = FIRST_POLL;
         loop {
-            let take = cache.inner.backend.lease(self.key, token, config.ttl);
+            // Given up if the request is cancelled or fails: Redis may have
+            // run it and answered too late.
+            let asking = Asking::new(cache, self.key);
+            let take = cache
+                .inner
+                .backend
+                .lease(self.key, asking.token, config.ttl);
             match cache.guarded(Op::Lease, take).await {
                 Ok(LeaseState::Taken) => {
-                    let hold = Hold::start(cache, self.key, token, config.ttl);
+                    let hold = asking.taken(config);
                     return Leased::Compute(observed, Some(hold));
                 }
-                Ok(LeaseState::Held) => {}
-                Ok(_) => return Leased::Compute(observed, None),
+                Ok(LeaseState::Held) => asking.not_taken(),
+                Ok(_) => {
+                    asking.not_taken();
+                    return Leased::Compute(observed, None);
+                }
                 Err(error) => {
-                    self.fail(ErrorKind::Write, "lease", &error);
+                    drop(asking);
+                    self.lease_failed(&error);
                     return Leased::Compute(observed, None);
                 }
             }
+            let since = lead.lease_wait_started();
             let Some(left) = config
                 .wait
-                .checked_sub(start.elapsed())
+                .checked_sub(since.elapsed())
                 .filter(|l| !l.is_zero())
             else {
                 tracing::debug!(
@@ -131,9 +157,74 @@ impl Call<'_> {
             pause = (pause * 2).min(LAST_POLL);
             match self.read::<T>().await {
                 Ok(Found::Hit(value, entry)) => return Leased::Found(value, entry),
+                // The namespace was invalidated: the holder computes from
+                // before it, and its store will be refused. Do not wait.
+                // (A shard that had no state has one once the holder made
+                // it: not an invalidation.)
+                Ok(Found::Miss(seen))
+                    if generation.is_some() && seen.shard.map(|s| s.generation) != generation =>
+                {
+                    return Leased::Compute(seen, None);
+                }
                 Ok(Found::Miss(seen)) => observed = seen,
                 Err(error) => return Leased::Compute(self.read_failed(&error), None),
             }
+        }
+    }
+
+    /// A failed lease request: counted and logged (rate-limited) like other
+    /// cache failures, but the call still stores what it computes.
+    fn lease_failed(&self, error: &crate::Error) {
+        let cache = self.cache;
+        self.counters.error(ErrorKind::Write);
+        if let Some(suppressed) = cache.inner.throttle.admit() {
+            tracing::warn!(
+                backend = cache.inner.backend.name(),
+                namespace = self.key.namespace(),
+                function = self.function,
+                %error,
+                suppressed,
+                "cache lease failed; computing without it (other processes may compute the \
+                 same value)"
+            );
+        }
+    }
+}
+
+/// A lease asked for and not yet known to be someone else's: if the request
+/// is dropped or fails, the lease it may have taken is given up.
+struct Asking {
+    lease: Option<Lease>,
+    token: LeaseToken,
+}
+
+impl Asking {
+    fn new(cache: &Cache, key: &CacheKey) -> Asking {
+        let token = LeaseToken::random();
+        Asking {
+            lease: Some(Lease {
+                cache: cache.clone(),
+                key: key.clone(),
+                token,
+            }),
+            token,
+        }
+    }
+
+    fn taken(mut self, config: LeaseConfig) -> Hold {
+        let lease = self.lease.take().expect("taken once");
+        Hold::start(lease, config)
+    }
+
+    fn not_taken(mut self) {
+        self.lease = None;
+    }
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release_later();
         }
     }
 }
@@ -162,14 +253,28 @@ impl Lease {
         // A failed release is harmless: the lease expires by its TTL.
         let _ = self.cache.guarded(Op::Lease, release).await;
     }
+
+    /// Releases from a task: for a guard's `Drop`. Without a runtime (as one
+    /// shuts down) the lease expires by its TTL instead.
+    fn release_later(self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.release());
+        }
+    }
 }
 
 impl Hold {
-    fn start(cache: &Cache, key: &CacheKey, token: LeaseToken, ttl: Duration) -> Hold {
+    /// Starts renewing `lease` every third of its TTL, for as long as
+    /// another process would wait for it (`wait`): a holder stuck longer
+    /// lets the lease expire, and callers elsewhere take it over instead of
+    /// each waiting out `wait` first.
+    fn start(lease: Lease, config: LeaseConfig) -> Hold {
         let renewal = {
-            let (cache, key) = (cache.clone(), key.clone());
+            let (cache, key, token) = (lease.cache.clone(), lease.key.clone(), lease.token);
+            let LeaseConfig { ttl, wait } = config;
             tokio::spawn(async move {
-                loop {
+                let taken = Instant::now();
+                while taken.elapsed() < wait {
                     tokio::time::sleep(ttl / 3).await;
                     let renew = cache.inner.backend.renew_lease(&key, token, ttl);
                     match cache.guarded(Op::Lease, renew).await {
@@ -186,11 +291,7 @@ impl Hold {
             })
         };
         Hold {
-            lease: Some(Lease {
-                cache: cache.clone(),
-                key: key.clone(),
-                token,
-            }),
+            lease: Some(lease),
             renewal,
         }
     }
@@ -208,11 +309,16 @@ impl Hold {
         self.lease = None;
     }
 
-    /// Gives the lease up, when no store did.
-    pub(crate) async fn release(mut self) {
+    /// Gives the lease up when nothing was stored (an `Err`, a value not
+    /// cached): for [`ABANDONED_FOR`], callers elsewhere compute at once
+    /// rather than one after another, each waiting for the one before.
+    pub(crate) async fn abandon(mut self) {
         self.renewal.abort();
         if let Some(lease) = self.lease.take() {
-            lease.release().await;
+            let backend = &lease.cache.inner.backend;
+            let abandon = backend.abandon_lease(&lease.key, lease.token, ABANDONED_FOR);
+            // A failed request is harmless: the lease expires by its TTL.
+            let _ = lease.cache.guarded(Op::Lease, abandon).await;
         }
     }
 }
@@ -221,12 +327,9 @@ impl Drop for Hold {
     fn drop(&mut self) {
         self.renewal.abort();
         // Cancelled or panicked before the store: give the lease up now, so
-        // that a waiter need not wait for its TTL. Without a runtime (as one
-        // shuts down) it expires by its TTL instead.
-        if let Some(lease) = self.lease.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(lease.release());
+        // that a waiter need not wait for its TTL.
+        if let Some(lease) = self.lease.take() {
+            lease.release_later();
         }
     }
 }

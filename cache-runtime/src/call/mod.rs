@@ -352,7 +352,7 @@ where
                     .await;
                 // Not given up with a store (nothing was stored): now.
                 if let Some(lease) = lease {
-                    lease.release().await;
+                    lease.abandon().await;
                 }
                 outcome
             }
@@ -443,7 +443,7 @@ impl Call<'_> {
         };
         // Across processes: one computes, the others wait for its entry.
         let (observed, lease) = if observed.known {
-            match self.lease::<T>(observed).await {
+            match self.lease::<T>(observed, &lead).await {
                 Leased::Found(value, entry) => {
                     lead.finish(Outcome::Value(entry), false);
                     counters.coalesced();

@@ -370,5 +370,33 @@ async fn leases_have_one_holder(b: &dyn Backend, prefix: &str) {
         LeaseState::Taken,
         "a refused store did not give its lease up"
     );
+    // An invalidation frees the entry's lease.
+    b.invalidate(&key).await.expect("invalidate");
+    assert_eq!(
+        b.lease(&key, other, ttl).await.expect("lease"),
+        LeaseState::Taken,
+        "an invalidation left the entry's lease held"
+    );
+    // Given up without a value: for the pause, nobody takes it (everyone
+    // computes); then it is free. Only the holder can give it up.
+    let pause = Duration::from_millis(400);
+    b.abandon_lease(&key, one, pause).await.expect("abandon");
+    assert_eq!(
+        b.lease(&key, one, ttl).await.expect("lease"),
+        LeaseState::Held,
+        "a token gave up a lease it does not hold"
+    );
+    b.abandon_lease(&key, other, pause).await.expect("abandon");
+    assert_eq!(
+        b.lease(&key, one, ttl).await.expect("lease"),
+        LeaseState::Unsupported,
+        "a lease given up without a value was taken at once"
+    );
+    tokio::time::sleep(pause + Duration::from_millis(200)).await;
+    assert_eq!(
+        b.lease(&key, one, ttl).await.expect("lease"),
+        LeaseState::Taken,
+        "a lease given up without a value stayed unavailable"
+    );
     b.release_lease(&key, one).await.expect("release");
 }

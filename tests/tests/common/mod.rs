@@ -200,6 +200,15 @@ impl Backend for Faulty {
         self.enter(Op::Lease).await?;
         self.inner.release_lease(key, token).await
     }
+    async fn abandon_lease(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        pause: Duration,
+    ) -> Result<()> {
+        self.enter(Op::Lease).await?;
+        self.inner.abandon_lease(key, token, pause).await
+    }
     fn operation_timeout(&self) -> Option<Duration> {
         self.timeout
     }

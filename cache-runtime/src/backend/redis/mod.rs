@@ -193,6 +193,7 @@ impl RedisBackend {
                 lease: redis::Script::new(scripts::LEASE),
                 renew_lease: redis::Script::new(scripts::RENEW_LEASE),
                 release_lease: redis::Script::new(scripts::RELEASE_LEASE),
+                abandon_lease: redis::Script::new(scripts::ABANDON_LEASE),
             }),
             response_timeout: config.response_timeout,
             replication: config.replication,
@@ -435,6 +436,7 @@ struct Scripts {
     lease: redis::Script,
     renew_lease: redis::Script,
     release_lease: redis::Script,
+    abandon_lease: redis::Script,
 }
 
 /// Which script a [`ScriptCall`] runs.
@@ -446,6 +448,7 @@ enum ScriptName {
     Lease,
     RenewLease,
     ReleaseLease,
+    AbandonLease,
 }
 
 /// A script invocation: `EVALSHA`; if Redis does not know the script (after
@@ -475,6 +478,7 @@ impl RequestKind for ScriptCall {
             ScriptName::Lease => &scripts.lease,
             ScriptName::RenewLease => &scripts.renew_lease,
             ScriptName::ReleaseLease => &scripts.release_lease,
+            ScriptName::AbandonLease => &scripts.abandon_lease,
         };
         let mut invocation = script.prepare_invoke();
         for key in keys {
@@ -779,6 +783,7 @@ impl Backend for RedisBackend {
         let keys = [
             key.as_str().as_bytes().to_vec(),
             generation_key(key.shard()).into_bytes(),
+            lease_key(key).into_bytes(),
         ];
         let args = [
             shard_text(ShardState::fresh()).into_bytes(),
@@ -856,6 +861,16 @@ impl Backend for RedisBackend {
 
     async fn release_lease(&self, key: &CacheKey, token: LeaseToken) -> Result<()> {
         let (lease, call) = self.lease_script(ScriptName::ReleaseLease, key, token, None);
+        self.request::<()>(Route::Read(&lease), call).await
+    }
+
+    async fn abandon_lease(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        pause: Duration,
+    ) -> Result<()> {
+        let (lease, call) = self.lease_script(ScriptName::AbandonLease, key, token, Some(pause));
         self.request::<()>(Route::Read(&lease), call).await
     }
 

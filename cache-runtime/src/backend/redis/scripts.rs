@@ -113,10 +113,16 @@ return result
 /// seconds) if the shard has none, none of ours, or one whose epoch is at
 /// ARGV[3], the largest: either way no store conditioned on an earlier read
 /// succeeds.
+///
+/// With KEYS[3], also deletes the entry's lease (if it is one): callers
+/// after the invalidation do not wait for a holder computing from before
+/// it.
 pub(super) const INVALIDATE: &str = concat!(
     ours!(),
+    lease_holder!(),
     r"
 redis.call('DEL', KEYS[1])
+if KEYS[3] and lease_holder(KEYS[3]) then redis.call('DEL', KEYS[3]) end
 local kind = redis.call('TYPE', KEYS[2]).ok
 local generation, epoch
 if kind == 'string' then
@@ -157,6 +163,19 @@ pub(super) const RENEW_LEASE: &str = concat!(
 if lease_holder(KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
+end
+return 0
+"
+);
+
+/// Gives lease KEYS[1] up without a value if token ARGV[1] holds it: `0`
+/// (no token, so `lease_holder` reads it as not a lease, and LEASE answers
+/// 2: compute without one) for ARGV[2] milliseconds.
+pub(super) const ABANDON_LEASE: &str = concat!(
+    lease_holder!(),
+    r"
+if lease_holder(KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], '0', 'PX', ARGV[2])
 end
 return 0
 "
