@@ -56,6 +56,7 @@ fn call_site(spec: &Spec, function: &str, companion: bool) -> TokenStream {
     // `u8::MAX`: the cache's jitter (`cache_runtime::call::CACHE_JITTER`).
     let jitter = spec.jitter.unwrap_or(u8::MAX);
     let lease = spec.lease;
+    let grace = spec.grace_secs.unwrap_or(0);
     let self_type = spec.receiver || spec.key_self_type.is_some();
     let exact_types = exact_types(spec);
     quote! {
@@ -70,6 +71,7 @@ fn call_site(spec: &Spec, function: &str, companion: bool) -> TokenStream {
             #ttl,
             #none_ttl,
             #jitter,
+            #grace,
             #lease,
             #companion,
             #self_type,
@@ -350,6 +352,12 @@ fn caching_docs(spec: &Spec, names: &Names) -> TokenStream {
         Some(0) => doc.push_str("- **TTL jitter:** none\n"),
         Some(percent) => doc.push_str(&format!("- **TTL jitter:** up to {percent}% shorter\n")),
         None => {}
+    }
+    if let Some(secs) = spec.grace_secs {
+        doc.push_str(&format!(
+            "- **On `Err`:** the last good value, up to {} ({secs} s) past its TTL\n",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        ));
     }
     if !spec.lease {
         doc.push_str("- **Leases:** off: each process runs the body of its own misses\n");

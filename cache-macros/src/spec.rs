@@ -23,6 +23,9 @@ pub(crate) struct Spec {
     pub(crate) jitter: Option<u8>,
     /// `lease = false` turns the cache's leases off for this function.
     pub(crate) lease: bool,
+    /// `stale_if_error`: how long past its TTL an entry is kept, to be
+    /// returned when the body returns `Err`.
+    pub(crate) grace_secs: Option<u64>,
     pub(crate) version: u32,
     pub(crate) krate: syn::Path,
     pub(crate) key_self: bool,
@@ -94,6 +97,10 @@ impl Spec {
             .as_ref()
             .and_then(|t| ttl(t, "none_ttl", errors));
         let jitter = raw.ttl_jitter.as_ref().map(|j| jitter(j, errors));
+        let grace_secs = raw
+            .stale_if_error
+            .as_ref()
+            .and_then(|t| ttl(t, "stale_if_error", errors));
         let version = raw.version.as_ref().map_or(Some(0), |v| {
             v.value
                 .base10_parse::<u32>()
@@ -171,6 +178,15 @@ impl Spec {
                  whose `None` it caches; remove it",
             ));
         }
+        if let (Some(given), Some((Shape::Option | Shape::Value, _))) =
+            (&raw.stale_if_error, shape_and_value.as_ref())
+        {
+            errors.push(syn::Error::new(
+                given.span,
+                "`stale_if_error` returns the last good value when the function returns `Err`; \
+                 it applies to functions returning `Result<T, E>`; remove it",
+            ));
+        }
         let (shape, value_ty) = shape_and_value?;
         let type_params = sig
             .generics
@@ -189,6 +205,7 @@ impl Spec {
             none_ttl_secs: none_ttl_secs.unwrap_or(None),
             jitter: jitter.unwrap_or(None),
             lease: raw.lease.as_ref().is_none_or(|l| l.value.value),
+            grace_secs: grace_secs.unwrap_or(None),
             version: version?,
             krate: krate?,
             key_self,
@@ -247,27 +264,32 @@ fn namespace(
 /// `Some(None)`: no TTL given. `None`: an error was reported. `option` is
 /// the option's name (`ttl`, `none_ttl`), for the messages.
 fn ttl(given: &Given<syn::Lit>, option: &str, errors: &mut Errors) -> Option<Option<u64>> {
+    let noun = if option == "stale_if_error" {
+        "grace period"
+    } else {
+        "TTL"
+    };
     let (secs, span) = match &given.value {
         syn::Lit::Int(i) => match i.base10_parse::<u64>() {
             Ok(secs) => (secs, i.span()),
             Err(_) => {
                 errors.push(syn::Error::new(
                     i.span(),
-                    format!("the TTL must be a whole number of seconds, as in `{option} = 60`"),
+                    format!("the {noun} must be a whole number of seconds, as in `{option} = 60`"),
                 ));
                 return None;
             }
         },
         syn::Lit::Str(s) => match humantime::parse_duration(&s.value()) {
             Ok(d) if d.subsec_nanos() != 0 => {
-                errors.push(syn::Error::new(s.span(), "the TTL must be a whole number of seconds; entries expire with second precision"));
+                errors.push(syn::Error::new(s.span(), format!("the {noun} must be a whole number of seconds; entries expire with second precision")));
                 return None;
             }
             Ok(d) => (d.as_secs(), s.span()),
             Err(e) => {
                 errors.push(syn::Error::new(
                     s.span(),
-                    format!("cannot read {:?} as a TTL ({e}); write it like \"90s\", \"10m\", \"1h30m\" or \"2days\"", s.value()),
+                    format!("cannot read {:?} as a {noun} ({e}); write it like \"90s\", \"10m\", \"1h30m\" or \"2days\"", s.value()),
                 ));
                 return None;
             }
@@ -275,14 +297,14 @@ fn ttl(given: &Given<syn::Lit>, option: &str, errors: &mut Errors) -> Option<Opt
         _ => unreachable!("attr::ttl only accepts integer and string literals"),
     };
     if secs == 0 {
-        let fix = if option == "ttl" {
-            "to disable caching, remove #[cached]"
-        } else {
-            "to leave `None` uncached, remove `none_ttl`"
+        let fix = match option {
+            "ttl" => "to disable caching, remove #[cached]",
+            "none_ttl" => "to leave `None` uncached, remove `none_ttl`",
+            _ => "to return errors as they are, remove `stale_if_error`",
         };
         errors.push(syn::Error::new(
             span,
-            format!("the TTL must be at least one second; {fix}"),
+            format!("the {noun} must be at least one second; {fix}"),
         ));
         return None;
     }
@@ -291,7 +313,7 @@ fn ttl(given: &Given<syn::Lit>, option: &str, errors: &mut Errors) -> Option<Opt
     if secs > MAX_TTL_SECS {
         errors.push(syn::Error::new(
             span,
-            format!("the TTL is too long: at most 365 days ({MAX_TTL_SECS} seconds, `{option} = \"365days\"`)"),
+            format!("the {noun} is too long: at most 365 days ({MAX_TTL_SECS} seconds, `{option} = \"365days\"`)"),
         ));
         return None;
     }

@@ -35,6 +35,7 @@ pub struct CallSite {
     ttl_secs: u64,
     none_ttl_secs: u64,
     jitter: u8,
+    grace_secs: u64,
     lease: bool,
     companion: bool,
     self_type_in_key: bool,
@@ -73,7 +74,8 @@ pub(crate) struct Identity {
 impl CallSite {
     /// Describes a site. `ttl_secs == 0` means the cache's default TTL;
     /// `none_ttl_secs == 0`, no TTL of its own for a cached `None`;
-    /// `jitter == u8::MAX`, the cache's jitter; `lease == false`, no
+    /// `jitter == u8::MAX`, the cache's jitter; `grace_secs == 0`, no
+    /// `stale_if_error`; `lease == false`, no
     /// leases even where the cache has them.
     /// `marker` names a function nested in the cached function (or its
     /// companion), whose path locates it. `companion` marks the site of a
@@ -90,6 +92,7 @@ impl CallSite {
         ttl_secs: u64,
         none_ttl_secs: u64,
         jitter: u8,
+        grace_secs: u64,
         lease: bool,
         companion: bool,
         self_type_in_key: bool,
@@ -103,6 +106,7 @@ impl CallSite {
             ttl_secs,
             none_ttl_secs,
             jitter,
+            grace_secs,
             lease,
             companion,
             self_type_in_key,
@@ -126,6 +130,11 @@ impl CallSite {
     /// The TTL of a cached `None`, if the function has one (`none_ttl`).
     pub(crate) fn none_ttl(&self) -> Option<Duration> {
         (self.none_ttl_secs != 0).then(|| Duration::from_secs(self.none_ttl_secs))
+    }
+
+    /// How long past its TTL an entry stays, for `stale_if_error`.
+    pub(crate) fn grace(&self) -> Option<Duration> {
+        (self.grace_secs != 0).then(|| Duration::from_secs(self.grace_secs))
     }
 
     /// Whether the function takes the cache's leases (not `lease = false`).

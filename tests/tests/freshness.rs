@@ -227,3 +227,103 @@ fn a_jitter_out_of_range_is_refused() {
         .to_string();
     assert!(err.contains("from 0 to 50 percent, not 51"), "{err}");
 }
+
+/// Whether `quote`'s source is down, per id (tests run in parallel).
+static FAILING: LazyLock<std::sync::Mutex<std::collections::HashSet<u64>>> =
+    LazyLock::new(Default::default);
+
+fn source_down(id: u64, down: bool) {
+    let mut failing = FAILING.lock().unwrap();
+    if down {
+        failing.insert(id);
+    } else {
+        failing.remove(&id);
+    }
+}
+
+/// A quote that lives 1 s; when its source fails, the last good one is
+/// returned for 2 s more.
+#[cached(namespace = "quotes", ttl = 1, ttl_jitter = "0%", stale_if_error = 2)]
+async fn quote(id: u64) -> Result<String, String> {
+    RUNS.record(2_000 + id);
+    if FAILING.lock().unwrap().contains(&id) {
+        return Err(format!("source down for {id}"));
+    }
+    Ok(format!("quote {id} #{}", RUNS.of(2_000 + id)))
+}
+
+/// The caches `stale_if_error` is tried on: memory, and a real Redis.
+fn stale_caches() -> Vec<(Cache, Option<RedisServer>)> {
+    let server = RedisServer::start();
+    let redis = cache_at(&server, Some(0));
+    vec![(Cache::memory(), None), (redis, Some(server))]
+}
+
+#[tokio::test]
+async fn stale_if_error_returns_the_last_good_value_for_its_grace_then_the_error() {
+    for (round, (cache, server)) in stale_caches().into_iter().enumerate() {
+        let id = 10 + round as u64;
+        cache
+            .scope(async {
+                assert_eq!(quote(id).await, Ok(format!("quote {id} #1")));
+                // Within the TTL: a hit, the body does not run.
+                let (hit, outcome) = with_outcome(quote(id)).await;
+                assert_eq!(
+                    (hit, outcome),
+                    (Ok(format!("quote {id} #1")), Some(CallOutcome::Hit))
+                );
+                // Kept for TTL + grace.
+                if let Some(server) = &server {
+                    let kept = pttls(server, "quotes", "quote");
+                    assert!((2_500..=3_000).contains(&kept[0]), "{kept:?} ms");
+                }
+                tokio::time::sleep(Duration::from_millis(1_100)).await;
+                // Past the TTL, the source down: the last good value.
+                source_down(id, true);
+                let (stale, outcome) = with_outcome(quote(id)).await;
+                assert_eq!(stale, Ok(format!("quote {id} #1")));
+                assert_eq!(outcome, Some(CallOutcome::Stale));
+                assert_eq!(RUNS.of(2_000 + id), 2, "the body ran and failed");
+                // The source back: a fresh value, stored.
+                source_down(id, false);
+                assert_eq!(quote(id).await, Ok(format!("quote {id} #3")));
+                assert_eq!(quote(id).await, Ok(format!("quote {id} #3")));
+                // Past TTL + grace, the source down: the error passes.
+                tokio::time::sleep(Duration::from_millis(3_100)).await;
+                source_down(id, true);
+                assert_eq!(quote(id).await, Err(format!("source down for {id}")));
+                source_down(id, false);
+            })
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn an_invalidation_ends_the_grace_of_stale_if_error() {
+    for (round, (cache, _server)) in stale_caches().into_iter().enumerate() {
+        let (entry, namespace) = (20 + round as u64, 30 + round as u64);
+        cache
+            .scope(async {
+                assert!(quote(entry).await.is_ok());
+                assert!(quote(namespace).await.is_ok());
+                tokio::time::sleep(Duration::from_millis(1_100)).await;
+                quote_invalidate(&entry).await.unwrap();
+                source_down(entry, true);
+                assert_eq!(
+                    quote(entry).await,
+                    Err(format!("source down for {entry}")),
+                    "a value from before an entry invalidation was returned"
+                );
+                cache_runtime::invalidate_namespace(QUOTE_NAMESPACE)
+                    .await
+                    .unwrap();
+                source_down(namespace, true);
+                assert_eq!(
+                    quote(namespace).await,
+                    Err(format!("source down for {namespace}")),
+                    "a value from before a namespace invalidation was returned"
+                );
+            })
+            .await;
+    }
+}

@@ -247,6 +247,7 @@ impl Cache {
             none_ttl: None,
             jitter: self.inner.ttl_jitter,
             lease: true,
+            grace: None,
             request: Some(request),
             span: crate::call::span(namespace, FUNCTION),
         };
@@ -294,6 +295,7 @@ impl Cache {
             none_ttl: None,
             jitter: self.inner.ttl_jitter,
             lease: true,
+            grace: None,
         }
     }
 }

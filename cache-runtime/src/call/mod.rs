@@ -107,6 +107,9 @@ pub(crate) struct Observed {
     /// False when the read failed: the state of the entry is unknown, so the
     /// store is skipped.
     pub(crate) known: bool,
+    /// An entry of the current generation past its TTL, kept for
+    /// `stale_if_error`: what the call returns if its body returns `Err`.
+    pub(crate) stale: Option<Bytes>,
 }
 
 impl Observed {
@@ -114,6 +117,7 @@ impl Observed {
         shard: None,
         previous: None,
         known: false,
+        stale: None,
     };
 }
 
@@ -133,6 +137,8 @@ pub(crate) struct Call<'a> {
     pub(crate) jitter: u8,
     /// Whether a miss takes the cache's lease (where it has leases).
     pub(crate) lease: bool,
+    /// `stale_if_error`: how long past its TTL an entry is kept.
+    pub(crate) grace: Option<Duration>,
 }
 
 /// What a call runs with, owned, so that the call's future holds it: the
@@ -149,6 +155,7 @@ pub(crate) struct Prepared<C, N> {
     pub(crate) none_ttl: Option<Duration>,
     pub(crate) jitter: u8,
     pub(crate) lease: bool,
+    pub(crate) grace: Option<Duration>,
     pub(crate) request: Option<Request>,
     /// The call's span, whose `outcome` the call records.
     pub(crate) span: tracing::Span,
@@ -206,6 +213,7 @@ impl Prepared<Current, SiteCounters<'static>> {
         let none_ttl = site.none_ttl();
         let jitter = site.jitter(cache.inner.ttl_jitter);
         let lease = site.lease();
+        let grace = site.grace();
         Prepared {
             cache,
             counters,
@@ -216,6 +224,7 @@ impl Prepared<Current, SiteCounters<'static>> {
             none_ttl,
             jitter,
             lease,
+            grace,
             request,
             span: span(site.namespace(), &state.function_id),
         }
@@ -243,8 +252,9 @@ impl Cache {
 
 /// What a call does around its body, decided before the body runs.
 enum Plan<'f> {
-    /// Run the body, store nothing.
-    Alone(CallOutcome),
+    /// Run the body, store nothing; the stale entry, if the call has one for
+    /// `stale_if_error`.
+    Alone(CallOutcome, Option<Bytes>),
     /// Lead a flight's round: run the body, store, publish.
     Lead {
         lead: Lead<'f>,
@@ -305,10 +315,11 @@ where
                 none_ttl: prepared.none_ttl,
                 jitter: prepared.jitter,
                 lease: prepared.lease,
+                grace: prepared.grace,
             });
         let mut flight = None;
         let plan = match &call {
-            Err(outcome) => Plan::Alone(*outcome),
+            Err(outcome) => Plan::Alone(*outcome, None),
             Ok(call) if mode == Mode::Refresh => call.plan_refresh().await,
             Ok(call) => {
                 let seen = call.cache.inner.flights.clock();
@@ -336,30 +347,40 @@ where
         if let Some(start) = start {
             counters.body_ran(start.elapsed().as_secs_f64());
         }
-        let outcome = match (plan, &call) {
-            (Plan::Alone(outcome), _) => outcome,
+        let (outcome, stale) = match (plan, &call) {
+            (Plan::Alone(outcome, stale), _) => (outcome, stale),
             (
                 Plan::Lead {
                     lead,
                     shard,
-                    observed,
+                    mut observed,
                     outcome,
                     mut lease,
                 },
                 Ok(call),
             ) => {
+                let stale = observed.stale.take();
                 call.finish_lead(&result, shape, lead, shard, observed, &mut lease)
                     .await;
                 // Not given up with a store (nothing was stored): now.
                 if let Some(lease) = lease {
                     lease.abandon().await;
                 }
-                outcome
+                (outcome, stale)
             }
-            (Plan::Refresh { shard, observed }, Ok(call)) => {
-                call.finish_refresh(&result, shape, shard, observed).await
+            (Plan::Refresh { shard, observed }, Ok(call)) => (
+                call.finish_refresh(&result, shape, shard, observed).await,
+                None,
+            ),
+            (_, Err(outcome)) => (*outcome, None),
+        };
+        // `stale_if_error`: an `Err` (the one result a function with it
+        // does not cache) gives way to the last good value.
+        let (result, outcome) = match (stale, &call) {
+            (Some(stale), Ok(call)) if (shape.cacheable)(&result).is_none() => {
+                call.serve_stale(result, outcome, &stale, shape)
             }
-            (_, Err(outcome)) => *outcome,
+            _ => (result, outcome),
         };
         prepared.report(outcome);
         result
@@ -412,7 +433,7 @@ impl Call<'_> {
                     }
                     Err(rejection) => {
                         self.reject(rejection);
-                        Ok(Plan::Alone(CallOutcome::Miss))
+                        Ok(Plan::Alone(CallOutcome::Miss, observed.stale))
                     }
                 };
             }
@@ -421,10 +442,10 @@ impl Call<'_> {
                     counters.coalesced();
                     return Err((empty(), CallOutcome::Coalesced));
                 }
-                None => return Ok(Plan::Alone(CallOutcome::Miss)),
+                None => return Ok(Plan::Alone(CallOutcome::Miss, observed.stale)),
             },
             Turn::Follow(Outcome::Unshared | Outcome::RunAlone) => {
-                return Ok(Plan::Alone(CallOutcome::Miss));
+                return Ok(Plan::Alone(CallOutcome::Miss, observed.stale));
             }
         };
 
@@ -502,6 +523,38 @@ impl Call<'_> {
             .fail(self.counters, self.function, self.key, kind, action, error);
     }
 
+    /// How long an entry stored with `ttl` is kept: its TTL, and for
+    /// `stale_if_error` the grace period after it.
+    pub(crate) fn kept_for(&self, ttl: Duration) -> Duration {
+        ttl.saturating_add(self.grace.unwrap_or(Duration::ZERO))
+    }
+
+    /// `stale_if_error`: the body returned `Err` (`result`), and the call
+    /// found an entry past its TTL, within its grace: returns the entry's
+    /// value instead, if it still decodes.
+    fn serve_stale<T: DeserializeOwned, R>(
+        &self,
+        result: R,
+        outcome: CallOutcome,
+        stale: &[u8],
+        shape: Shape<T, R>,
+    ) -> (R, CallOutcome) {
+        match entry::open_shared(stale, self.cache.inner.codec, self.info.fingerprint) {
+            Ok(value) => {
+                tracing::debug!(
+                    namespace = self.key.namespace(),
+                    function = self.function,
+                    "the function returned an error; returning its last good value (stale_if_error)"
+                );
+                ((shape.wrap)(value), CallOutcome::Stale)
+            }
+            Err(rejection) => {
+                self.reject(rejection);
+                (result, outcome)
+            }
+        }
+    }
+
     pub(crate) fn reject(&self, rejection: Rejection) {
         match rejection {
             Rejection::Stale => {}
@@ -533,6 +586,7 @@ impl Call<'_> {
                 shard: lookup.shard,
                 previous: None,
                 known: true,
+                stale: None,
             }));
         };
         let generation = lookup.shard.map(|s| s.generation);
@@ -542,6 +596,17 @@ impl Call<'_> {
             self.info.fingerprint,
             generation,
         ) {
+            // `stale_if_error`: the entry lives past its TTL, and is a miss
+            // once the TTL in its header is over (by the writer's clock:
+            // decision 0020).
+            Ok(_) if self.grace.is_some() && entry::expired(&stored.bytes, entry::now_ms()) => {
+                Ok(Found::Miss(Observed {
+                    shard: lookup.shard,
+                    previous: Some(stored.version),
+                    known: true,
+                    stale: Some(stored.bytes),
+                }))
+            }
             Ok(value) => Ok(Found::Hit(value, stored.bytes)),
             Err(rejection) => {
                 self.reject(rejection);
@@ -549,6 +614,7 @@ impl Call<'_> {
                     shard: lookup.shard,
                     previous: Some(stored.version),
                     known: true,
+                    stale: None,
                 }))
             }
         }
@@ -602,7 +668,8 @@ impl Call<'_> {
             previous: observed.previous,
         };
         let stored = matches!(
-            self.put(&entry, ttl, &condition, lead, lease).await,
+            self.put(&entry, self.kept_for(ttl), &condition, lead, lease)
+                .await,
             Ok(true)
         );
         (Outcome::Value(entry), stored)

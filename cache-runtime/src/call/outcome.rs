@@ -44,11 +44,15 @@ pub enum CallOutcome {
     /// be read back, or the function is refused caching): the body ran
     /// uncached.
     Uncached,
+    /// `stale_if_error`: the body ran and returned `Err`, and the call
+    /// returned the entry's last good value instead, past its TTL but
+    /// within its grace period.
+    Stale,
 }
 
 impl CallOutcome {
     /// A short lower-case name (`hit`, `coalesced`, `miss`, `refreshed`,
-    /// `bypassed`, `uncached`): for headers, logs and metric labels.
+    /// `bypassed`, `uncached`, `stale`): for headers, logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             CallOutcome::Hit => "hit",
@@ -57,6 +61,7 @@ impl CallOutcome {
             CallOutcome::Refreshed => "refreshed",
             CallOutcome::Bypassed => "bypassed",
             CallOutcome::Uncached => "uncached",
+            CallOutcome::Stale => "stale",
         }
     }
 

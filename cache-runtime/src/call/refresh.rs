@@ -77,7 +77,7 @@ impl Call<'_> {
         };
         for _ in 0..ATTEMPTS {
             match self
-                .try_put(entry, ttl, &condition, None, &mut None)
+                .try_put(entry, self.kept_for(ttl), &condition, None, &mut None)
                 .await?
             {
                 PutOutcome::EntryChanged => {}
@@ -112,6 +112,7 @@ impl Call<'_> {
             shard: lookup.shard,
             previous: lookup.entry.map(|stored| stored.version),
             known: true,
+            stale: None,
         })
     }
 }

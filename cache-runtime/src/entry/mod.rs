@@ -18,7 +18,9 @@
 //! fingerprint that is not the reader's, or a payload that does not decode
 //! within its bounds ([`bounded`]) makes the entry a miss. Expiry is left to
 //! the backend, whose clock is the only one all readers share: comparing the
-//! writer's clock with a reader's would turn skew into misses.
+//! writer's clock with a reader's would turn skew into misses. The exception
+//! is a function with `stale_if_error`, whose entries the backend keeps past
+//! their TTL: [`expired`] reads the TTL in the header (decision 0020).
 
 mod bounded;
 pub(crate) mod codec;
@@ -115,6 +117,18 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Whether an entry's own TTL (header) is over at `now_ms` (Unix ms, the
+/// reader's clock), counted from when it was written (the writer's clock).
+/// Only entries kept past their TTL (`stale_if_error`) are asked: the others
+/// expire in the backend. An entry whose header does not parse counts as
+/// expired.
+pub(crate) fn expired(entry: &[u8], now_ms: u64) -> bool {
+    Header::parse(entry).map_or(true, |header| {
+        let ttl_ms = u64::from(header.ttl_secs).saturating_mul(1_000);
+        header.written_at_ms.saturating_add(ttl_ms) <= now_ms
+    })
 }
 
 /// Why a stored entry was not a hit.
@@ -252,5 +266,21 @@ mod tests {
         entry[20..28].copy_from_slice(&long_ago.to_le_bytes());
         let fp = fingerprint::<V1>();
         assert!(open::<V1>(&entry, CodecKind::Bincode, fp, Some(Generation(5))).is_ok());
+    }
+
+    /// `stale_if_error` reads the TTL in the header: expired from
+    /// `written_at + ttl` on, whatever the numbers (hostile headers
+    /// saturate); an unreadable header counts as expired.
+    #[test]
+    fn expiry_is_read_from_the_header() {
+        let entry = sealed(5).to_vec();
+        let written = Header::parse(&entry).unwrap().written_at_ms;
+        assert!(!expired(&entry, written + 59_999));
+        assert!(expired(&entry, written + 60_000));
+        let mut hostile = entry.clone();
+        hostile[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
+        hostile[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!expired(&hostile, u64::MAX - 1));
+        assert!(expired(b"garbage", 0));
     }
 }

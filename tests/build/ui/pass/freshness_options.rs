@@ -1,5 +1,5 @@
-//! `none_ttl` on every shape that has a `None` to cache, `ttl_jitter`, and
-//! `lease`.
+//! `none_ttl` on every shape that has a `None` to cache, `ttl_jitter`,
+//! `lease`, and `stale_if_error`.
 
 use cache_runtime::cached;
 
@@ -38,7 +38,17 @@ async fn leased(id: u64) -> u64 {
     id
 }
 
+#[cached(ttl = 60, stale_if_error = "10m")]
+async fn fallback(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[cached(ttl = "1m", stale_if_error = 30, none_ttl = 5)]
+async fn fallback_maybe(id: u64) -> Result<Option<u64>, String> {
+    Ok(Some(id))
+}
+
 fn main() {
     let _ = (find_user(1), load_user(1), explicit(1), spread(1), exact(1));
-    let _ = (cheap(1), leased(1));
+    let _ = (cheap(1), leased(1), fallback(1), fallback_maybe(1));
 }
