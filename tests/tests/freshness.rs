@@ -327,3 +327,74 @@ async fn an_invalidation_ends_the_grace_of_stale_if_error() {
             .await;
     }
 }
+
+/// Like `quote`, with a source that takes 300 ms to fail.
+#[cached(namespace = "quotes", ttl = 1, ttl_jitter = "0%", stale_if_error = 30)]
+async fn slow_quote(id: u64) -> Result<String, String> {
+    RUNS.record(3_000 + id);
+    if FAILING.lock().unwrap().contains(&id) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        return Err(format!("source down for {id}"));
+    }
+    Ok(format!("slow quote {id}"))
+}
+
+/// An invalidation that returns while the failing body runs: the call must
+/// not return the value it invalidated.
+#[tokio::test]
+async fn an_invalidation_during_the_failing_body_is_not_undone() {
+    for (round, (cache, _server)) in stale_caches().into_iter().enumerate() {
+        let id = 40 + round as u64;
+        cache
+            .scope(async {
+                assert!(slow_quote(id).await.is_ok());
+                tokio::time::sleep(Duration::from_millis(1_100)).await;
+                source_down(id, true);
+                let call = tokio::spawn({
+                    let cache = cache.clone();
+                    async move { cache.scope(slow_quote(id)).await }
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                slow_quote_invalidate(&id).await.unwrap();
+                assert_eq!(
+                    call.await.unwrap(),
+                    Err(format!("source down for {id}")),
+                    "a value invalidated while the body ran was returned"
+                );
+            })
+            .await;
+    }
+}
+
+/// During an outage, concurrent callers of one key in a process get the
+/// last good value together, not one after another behind each other's
+/// failing body. (Callers that join while a round runs lead the next one:
+/// two rounds at most, decision 0010.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_get_the_stale_value_together() {
+    for (round, (cache, _server)) in stale_caches().into_iter().enumerate() {
+        let id = 50 + round as u64;
+        assert!(cache.scope(slow_quote(id)).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        source_down(id, true);
+        let started = Instant::now();
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.scope(with_outcome(slow_quote(id))).await })
+            })
+            .collect();
+        for call in calls {
+            let (value, outcome) = call.await.unwrap();
+            assert_eq!(value, Ok(format!("slow quote {id}")));
+            assert_eq!(outcome, Some(CallOutcome::Stale));
+        }
+        let took = started.elapsed();
+        let failed = RUNS.of(3_000 + id) - 1;
+        // One failing body is 300 ms; eight in a row were 2.4 s.
+        assert!(
+            failed <= 2 && took < Duration::from_millis(1_500),
+            "8 callers: {failed} failing runs, {took:?}"
+        );
+    }
+}

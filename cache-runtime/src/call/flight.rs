@@ -41,6 +41,10 @@ use crate::key::CacheKey;
 pub(crate) enum Outcome {
     /// A value, as a sealed entry: decode it (with the schema check).
     Value(Bytes),
+    /// `stale_if_error`: the body failed, and the leader returned this
+    /// entry's last good value (still in the cache after the body): the
+    /// waiters return it too, rather than each running the failing body.
+    Stale(Bytes),
     /// A result that is not cached but can be shared: a `None`.
     Empty,
     /// Nothing to share (an `Err`): the next waiter leads a round.
@@ -205,7 +209,7 @@ impl Flight {
                 published.round > ticket.0 || published.stored.is_some_and(|s| s > ticket.0);
             match &published.outcome {
                 Outcome::RunAlone => return Turn::Follow(Outcome::RunAlone),
-                outcome @ (Outcome::Value(_) | Outcome::Empty) if fresh => {
+                outcome @ (Outcome::Value(_) | Outcome::Stale(_) | Outcome::Empty) if fresh => {
                     return Turn::Follow(outcome.clone());
                 }
                 _ => {}

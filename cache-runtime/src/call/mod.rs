@@ -109,7 +109,14 @@ pub(crate) struct Observed {
     pub(crate) known: bool,
     /// An entry of the current generation past its TTL, kept for
     /// `stale_if_error`: what the call returns if its body returns `Err`.
-    pub(crate) stale: Option<Bytes>,
+    pub(crate) stale: Option<Stale>,
+}
+
+/// An entry past its TTL, as a read found it (`stale_if_error`).
+pub(crate) struct Stale {
+    bytes: Bytes,
+    version: Version,
+    generation: Option<crate::backend::Generation>,
 }
 
 impl Observed {
@@ -254,7 +261,7 @@ impl Cache {
 enum Plan<'f> {
     /// Run the body, store nothing; the stale entry, if the call has one for
     /// `stale_if_error`.
-    Alone(CallOutcome, Option<Bytes>),
+    Alone(CallOutcome, Option<Stale>),
     /// Lead a flight's round: run the body, store, publish.
     Lead {
         lead: Lead<'f>,
@@ -347,20 +354,27 @@ where
         if let Some(start) = start {
             counters.body_ran(start.elapsed().as_secs_f64());
         }
+        // `stale_if_error`: an `Err` (the one result a function with it does
+        // not cache) gives way to the last good value, if it is still there.
         let (outcome, stale) = match (plan, &call) {
-            (Plan::Alone(outcome, stale), _) => (outcome, stale),
+            (Plan::Alone(outcome, Some(stale)), Ok(call))
+                if (shape.cacheable)(&result).is_none() =>
+            {
+                (outcome, call.confirm_stale(&stale).await)
+            }
+            (Plan::Alone(outcome, _), _) => (outcome, None),
             (
                 Plan::Lead {
                     lead,
                     shard,
-                    mut observed,
+                    observed,
                     outcome,
                     mut lease,
                 },
                 Ok(call),
             ) => {
-                let stale = observed.stale.take();
-                call.finish_lead(&result, shape, lead, shard, observed, &mut lease)
+                let stale = call
+                    .finish_lead(&result, shape, lead, shard, observed, &mut lease)
                     .await;
                 // Not given up with a store (nothing was stored): now.
                 if let Some(lease) = lease {
@@ -374,14 +388,10 @@ where
             ),
             (_, Err(outcome)) => (*outcome, None),
         };
-        // `stale_if_error`: an `Err` (the one result a function with it
-        // does not cache) gives way to the last good value.
-        let (result, outcome) = match (stale, &call) {
-            (Some(stale), Ok(call)) if (shape.cacheable)(&result).is_none() => {
-                call.serve_stale(result, outcome, &stale, shape)
-            }
-            _ => (result, outcome),
-        };
+        if let Some(value) = stale {
+            prepared.report(CallOutcome::Stale);
+            return (shape.wrap)(value);
+        }
         prepared.report(outcome);
         result
     }
@@ -434,6 +444,15 @@ impl Call<'_> {
                     Err(rejection) => {
                         self.reject(rejection);
                         Ok(Plan::Alone(CallOutcome::Miss, observed.stale))
+                    }
+                };
+            }
+            Turn::Follow(Outcome::Stale(entry)) => {
+                return match entry::open_shared(&entry, cache.inner.codec, self.info.fingerprint) {
+                    Ok(value) => Err(((shape.wrap)(value), CallOutcome::Stale)),
+                    Err(rejection) => {
+                        self.reject(rejection);
+                        Ok(Plan::Alone(CallOutcome::Miss, None))
                     }
                 };
             }
@@ -495,17 +514,22 @@ impl Call<'_> {
 
     /// A round's end: store the body's result if it is cacheable, and
     /// publish what the waiters get. A store gives up `lease` with it.
+    /// Returns the last good value to return instead of an `Err`
+    /// (`stale_if_error`), which the waiters get too.
     async fn finish_lead<T, R>(
         &self,
         result: &R,
         shape: Shape<T, R>,
         mut lead: Lead<'_>,
         shard: Option<ShardState>,
-        observed: Observed,
+        mut observed: Observed,
         lease: &mut Option<Hold>,
-    ) where
+    ) -> Option<T>
+    where
         T: Serialize + DeserializeOwned + 'static,
     {
+        let stale = observed.stale.take();
+        let mut served = None;
         let (outcome, stored) = match (shape.cacheable)(result) {
             Some(value) => {
                 let ttl = self.store_ttl(shape.none.is_some_and(|none| none(value)));
@@ -513,9 +537,19 @@ impl Call<'_> {
                     .await
             }
             None if shape.empty.is_some() => (Outcome::Empty, false),
-            None => (Outcome::Unshared, false),
+            None => match stale {
+                Some(stale) => match self.confirm_stale(&stale).await {
+                    Some(value) => {
+                        served = Some(value);
+                        (Outcome::Stale(stale.bytes), false)
+                    }
+                    None => (Outcome::Unshared, false),
+                },
+                None => (Outcome::Unshared, false),
+            },
         };
         lead.finish(outcome, stored);
+        served
     }
 
     pub(crate) fn fail(&self, kind: ErrorKind, action: &str, error: &Error) {
@@ -529,35 +563,38 @@ impl Call<'_> {
         ttl.saturating_add(self.grace.unwrap_or(Duration::ZERO))
     }
 
-    /// `stale_if_error`: the body returned `Err` (`result`), and the call
-    /// found an entry past its TTL, within its grace: returns the entry's
-    /// value instead, if it still decodes.
-    fn serve_stale<T: DeserializeOwned, R>(
-        &self,
-        result: R,
-        outcome: CallOutcome,
-        stale: &[u8],
-        shape: Shape<T, R>,
-    ) -> (R, CallOutcome) {
-        match entry::open_shared(stale, self.cache.inner.codec, self.info.fingerprint) {
+    /// `stale_if_error`: the body returned `Err`, and the call had found
+    /// `stale`, past its TTL. Its value, if the same entry is still in the
+    /// cache under the same generation: an invalidation that returned while
+    /// the body ran removed it (or moved the generation), and must not be
+    /// undone by returning what it invalidated. A read that fails proves
+    /// nothing: the error is returned.
+    async fn confirm_stale<T: DeserializeOwned>(&self, stale: &Stale) -> Option<T> {
+        let now = self.observe().await.ok()?;
+        if now.previous != Some(stale.version)
+            || now.shard.map(|s| s.generation) != stale.generation
+        {
+            return None;
+        }
+        match entry::open_shared(&stale.bytes, self.cache.inner.codec, self.info.fingerprint) {
             Ok(value) => {
                 tracing::debug!(
                     namespace = self.key.namespace(),
                     function = self.function,
                     "the function returned an error; returning its last good value (stale_if_error)"
                 );
-                ((shape.wrap)(value), CallOutcome::Stale)
+                Some(value)
             }
             Err(rejection) => {
                 self.reject(rejection);
-                (result, outcome)
+                None
             }
         }
     }
 
     pub(crate) fn reject(&self, rejection: Rejection) {
         match rejection {
-            Rejection::Stale => {}
+            Rejection::Stale | Rejection::Expired => {}
             Rejection::Foreign => tracing::debug!(
                 namespace = self.key.namespace(),
                 function = self.function,
@@ -596,18 +633,21 @@ impl Call<'_> {
             self.info.fingerprint,
             generation,
         ) {
-            // `stale_if_error`: the entry lives past its TTL, and is a miss
-            // once the TTL in its header is over (by the writer's clock:
-            // decision 0020).
-            Ok(_) if self.grace.is_some() && entry::expired(&stored.bytes, entry::now_ms()) => {
-                Ok(Found::Miss(Observed {
-                    shard: lookup.shard,
-                    previous: Some(stored.version),
-                    known: true,
-                    stale: Some(stored.bytes),
-                }))
-            }
             Ok(value) => Ok(Found::Hit(value, stored.bytes)),
+            // Kept past its TTL (`stale_if_error`), which is over (by the
+            // TTL in its header: decision 0020): a miss, whose value the
+            // call returns if its body fails, when it has the option (an
+            // older build without it just misses).
+            Err(Rejection::Expired) => Ok(Found::Miss(Observed {
+                shard: lookup.shard,
+                previous: Some(stored.version),
+                known: true,
+                stale: self.grace.map(|_| Stale {
+                    version: stored.version,
+                    generation,
+                    bytes: stored.bytes,
+                }),
+            })),
             Err(rejection) => {
                 self.reject(rejection);
                 Ok(Found::Miss(Observed {
@@ -686,7 +726,8 @@ impl Call<'_> {
     ) -> Result<Bytes, Error> {
         let codec = self.cache.inner.codec;
         let generation = shard.map_or(crate::backend::Generation(0), |s| s.generation);
-        let entry = match entry::seal(codec, self.info.fingerprint, generation, ttl, value) {
+        let kept = self.grace.is_some();
+        let entry = match entry::seal(codec, self.info.fingerprint, generation, ttl, kept, value) {
             Ok(entry) => entry,
             Err(error) => {
                 self.fail(ErrorKind::Encode, "encode", &error);

@@ -6,10 +6,11 @@
 //! 0       1     magic 0xCA
 //! 1       1     envelope version (2)
 //! 2       1     codec id
-//! 3       1     flags (reserved, 0)
+//! 3       1     flags: bit 0 "kept past its TTL" (`stale_if_error`); the
+//!               others reserved, 0
 //! 4       8     schema fingerprint of the value type (LE)
 //! 12      8     generation of the shard the value was computed under (LE)
-//! 20      8     written at, Unix milliseconds (LE), for diagnostics only
+//! 20      8     written at, Unix milliseconds (LE), the writer's clock
 //! 28      4     TTL in seconds (LE)
 //! 32      ..    payload
 //! ```
@@ -19,8 +20,10 @@
 //! within its bounds ([`bounded`]) makes the entry a miss. Expiry is left to
 //! the backend, whose clock is the only one all readers share: comparing the
 //! writer's clock with a reader's would turn skew into misses. The exception
-//! is a function with `stale_if_error`, whose entries the backend keeps past
-//! their TTL: [`expired`] reads the TTL in the header (decision 0020).
+//! is an entry of a function with `stale_if_error`, which the backend keeps
+//! past its TTL: it says so in its flags, and every reader (with the option
+//! or not, such as an older build of the function) reads its expiry from the
+//! header (decision 0020).
 
 mod bounded;
 pub(crate) mod codec;
@@ -43,6 +46,8 @@ use crate::error::{Error, Result};
 pub(crate) const HEADER_LEN: usize = 32;
 const MAGIC: u8 = 0xCA;
 const VERSION: u8 = 2;
+/// Flag: the backend keeps the entry past its TTL; the header's TTL decides.
+const KEPT: u8 = 0x01;
 
 /// What a header says about an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +57,8 @@ pub(crate) struct Header {
     pub(crate) generation: Generation,
     pub(crate) written_at_ms: u64,
     pub(crate) ttl_secs: u32,
+    /// Kept past its TTL (`stale_if_error`).
+    pub(crate) kept: bool,
 }
 
 impl Header {
@@ -68,7 +75,7 @@ impl Header {
                 header[0], header[1]
             )));
         }
-        if header[3] != 0 {
+        if header[3] & !KEPT != 0 {
             return Err(Error::Decode(format!(
                 "unknown entry flags {:#04x}",
                 header[3]
@@ -87,23 +94,35 @@ impl Header {
             generation: Generation(u64_at(12)),
             written_at_ms: u64_at(20),
             ttl_secs: u32::from_le_bytes(ttl),
+            kept: header[3] & KEPT != 0,
         })
+    }
+
+    /// Whether the entry's own TTL is over at `now_ms` (Unix ms, the
+    /// reader's clock), counted from when it was written (the writer's
+    /// clock). Hostile values saturate.
+    pub(crate) fn expired(&self, now_ms: u64) -> bool {
+        let ttl_ms = u64::from(self.ttl_secs).saturating_mul(1_000);
+        self.written_at_ms.saturating_add(ttl_ms) <= now_ms
     }
 }
 
 /// Builds a value entry: header, then `value` encoded with `codec`.
 ///
 /// `fingerprint` is the value type's [`fingerprint`]; `generation` the shard
-/// generation the value was computed under.
+/// generation the value was computed under; `kept` says the backend keeps
+/// it past `ttl` (`stale_if_error`).
 pub(crate) fn seal<T: Serialize + ?Sized>(
     codec: CodecKind,
     fingerprint: u64,
     generation: Generation,
     ttl: Duration,
+    kept: bool,
     value: &T,
 ) -> Result<Bytes> {
     let mut out = Vec::with_capacity(HEADER_LEN + 64);
-    out.extend_from_slice(&[MAGIC, VERSION, codec.id(), 0]);
+    let flags = if kept { KEPT } else { 0 };
+    out.extend_from_slice(&[MAGIC, VERSION, codec.id(), flags]);
     out.extend_from_slice(&fingerprint.to_le_bytes());
     out.extend_from_slice(&generation.0.to_le_bytes());
     out.extend_from_slice(&now_ms().to_le_bytes());
@@ -119,18 +138,6 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Whether an entry's own TTL (header) is over at `now_ms` (Unix ms, the
-/// reader's clock), counted from when it was written (the writer's clock).
-/// Only entries kept past their TTL (`stale_if_error`) are asked: the others
-/// expire in the backend. An entry whose header does not parse counts as
-/// expired.
-pub(crate) fn expired(entry: &[u8], now_ms: u64) -> bool {
-    Header::parse(entry).map_or(true, |header| {
-        let ttl_ms = u64::from(header.ttl_secs).saturating_mul(1_000);
-        header.written_at_ms.saturating_add(ttl_ms) <= now_ms
-    })
-}
-
 /// Why a stored entry was not a hit.
 #[derive(Debug)]
 pub(crate) enum Rejection {
@@ -141,6 +148,9 @@ pub(crate) enum Rejection {
     Foreign,
     /// It cannot be read at all: a miss, logged as an error.
     Broken(Error),
+    /// Kept past its TTL for `stale_if_error`, and past it: a miss, which a
+    /// function with the option may return if its body fails.
+    Expired,
 }
 
 /// Checks an entry read from the backend against what the reader expects
@@ -155,6 +165,16 @@ pub(crate) fn open<T: DeserializeOwned>(
     let header = Header::parse(entry).map_err(Rejection::Broken)?;
     if generation != Some(header.generation) {
         return Err(Rejection::Stale);
+    }
+    if header.kept {
+        // Checked after the schema: an expired entry of another type is
+        // foreign, never a stale value of this one.
+        if header.codec != codec.id() || header.fingerprint != fingerprint {
+            return Err(Rejection::Foreign);
+        }
+        if header.expired(now_ms()) {
+            return Err(Rejection::Expired);
+        }
     }
     decode_checked(&header, entry, codec, fingerprint)
 }
@@ -208,6 +228,7 @@ mod tests {
             fp,
             Generation(generation),
             Duration::from_secs(60),
+            false,
             &value,
         )
         .unwrap()
@@ -225,7 +246,7 @@ mod tests {
         assert!(Header::parse(b"garbage").is_err());
         assert!(Header::parse(&[0u8; 64]).is_err());
         let mut flagged = entry.to_vec();
-        flagged[3] = 1;
+        flagged[3] = 0x80;
         assert!(Header::parse(&flagged).is_err());
     }
 
@@ -268,19 +289,48 @@ mod tests {
         assert!(open::<V1>(&entry, CodecKind::Bincode, fp, Some(Generation(5))).is_ok());
     }
 
-    /// `stale_if_error` reads the TTL in the header: expired from
-    /// `written_at + ttl` on, whatever the numbers (hostile headers
-    /// saturate); an unreadable header counts as expired.
+    /// An entry kept past its TTL says so, and every reader reads its
+    /// expiry from the header; hostile values saturate; other flags are
+    /// refused.
     #[test]
-    fn expiry_is_read_from_the_header() {
-        let entry = sealed(5).to_vec();
-        let written = Header::parse(&entry).unwrap().written_at_ms;
-        assert!(!expired(&entry, written + 59_999));
-        assert!(expired(&entry, written + 60_000));
-        let mut hostile = entry.clone();
+    fn a_kept_entry_expires_by_its_header() {
+        let fp = fingerprint::<V1>();
+        let c = CodecKind::Bincode;
+        let value = V1 {
+            id: 1,
+            name: "x".into(),
+        };
+        let kept = |ttl| seal(c, fp, Generation(5), ttl, true, &value).unwrap();
+        let fresh = kept(Duration::from_secs(60));
+        let h = Header::parse(&fresh).unwrap();
+        assert!(
+            h.kept && !h.expired(h.written_at_ms + 59_999) && h.expired(h.written_at_ms + 60_000)
+        );
+        assert!(open::<V1>(&fresh, c, fp, Some(Generation(5))).is_ok());
+        let mut old = fresh.to_vec();
+        old[20..28].copy_from_slice(&(now_ms() - 61_000).to_le_bytes());
+        assert!(matches!(
+            open::<V1>(&old, c, fp, Some(Generation(5))),
+            Err(Rejection::Expired)
+        ));
+        assert!(matches!(
+            open::<V1>(&old, c, fp ^ 1, Some(Generation(5))),
+            Err(Rejection::Foreign)
+        ));
+        assert!(matches!(
+            open::<V1>(&old, c, fp, Some(Generation(6))),
+            Err(Rejection::Stale)
+        ));
+        assert!(
+            open_shared::<V1>(&old, c, fp).is_ok(),
+            "a stale value still decodes"
+        );
+        let mut hostile = old.clone();
         hostile[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
         hostile[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(!expired(&hostile, u64::MAX - 1));
-        assert!(expired(b"garbage", 0));
+        assert!(!Header::parse(&hostile).unwrap().expired(u64::MAX - 1));
+        let mut flagged = fresh.to_vec();
+        flagged[3] = 0x02;
+        assert!(Header::parse(&flagged).is_err());
     }
 }

@@ -36,6 +36,7 @@ pub fn seal<T: Serialize + DeserializeOwned + 'static>(
         entry::type_info::<T>().fingerprint,
         generation,
         ttl,
+        false,
         value,
     )
 }
@@ -53,5 +54,6 @@ pub fn open<T: DeserializeOwned + 'static>(
         Rejection::Stale => "stale: another generation".to_owned(),
         Rejection::Foreign => "foreign: another codec or schema".to_owned(),
         Rejection::Broken(error) => error.to_string(),
+        Rejection::Expired => "expired: kept past its TTL, which is over".to_owned(),
     })
 }
