@@ -32,9 +32,12 @@ pub(crate) enum F {
     Maybe,
     /// `-> Versioned` with a TTL of one second, `model-b`.
     Short,
+    /// `-> Result<Versioned, String>` with a TTL of one second and
+    /// `stale_if_error`, `model-b`; `Err` when told to fail.
+    Stale,
 }
 
-pub(crate) const ALL: [F; 7] = [
+pub(crate) const ALL: [F; 8] = [
     F::Plain,
     F::Fallible,
     F::Other,
@@ -42,6 +45,7 @@ pub(crate) const ALL: [F; 7] = [
     F::GenB,
     F::Maybe,
     F::Short,
+    F::Stale,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,16 +66,21 @@ impl Ns {
 impl F {
     pub(crate) fn namespace(self) -> Ns {
         match self {
-            F::Maybe | F::Short => Ns::B,
+            F::Maybe | F::Short | F::Stale => Ns::B,
             _ => Ns::A,
         }
     }
 
     /// Whether a successful call's value is always cached (the must-hit
     /// rule applies): not `Maybe` (its `None`s expire after a second) nor
-    /// `Short` (it may expire under a slow machine).
+    /// `Short` and `Stale` (they may expire under a slow machine).
     pub(crate) fn always_cached(self) -> bool {
-        !matches!(self, F::Maybe | F::Short)
+        !matches!(self, F::Maybe | F::Short | F::Stale)
+    }
+
+    /// Whether the function may return `Err` (when told to fail).
+    pub(crate) fn fallible(self) -> bool {
+        matches!(self, F::Fallible | F::Stale)
     }
 }
 
@@ -80,7 +89,7 @@ impl F {
 pub(crate) enum Behaviour {
     #[default]
     Normal,
-    /// `Fallible` returns `Err`; the others behave normally.
+    /// `Fallible` and `Stale` return `Err`; the others behave normally.
     Fail,
     /// Panics.
     Panic,
@@ -293,6 +302,17 @@ async fn short(key: u8) -> Versioned {
     body(F::Short, key).await
 }
 
+/// Expired entries stay 30 s more, returned when the body fails: never one
+/// from before an invalidation (the checks of every value apply).
+#[cached(namespace = "model-b", ttl = 1, stale_if_error = 30)]
+async fn stale(key: u8) -> Result<Versioned, String> {
+    let value = body(F::Stale, key).await;
+    match world().behaviour(F::Stale, key) {
+        Behaviour::Fail => Err(format!("{key} failed")),
+        _ => Ok(value),
+    }
+}
+
 /// What a call returned, made comparable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Returned {
@@ -320,6 +340,7 @@ pub(crate) async fn call(world: Arc<World>, cache: Cache, f: F, key: u8) -> Retu
             F::GenB => value(Gen::<B>::get(key).await),
             F::Maybe => maybe(key).await.map_or(Returned::None, value),
             F::Short => value(short(key).await),
+            F::Stale => stale(key).await.map_or(Returned::Err, value),
         }
     });
     WORLD.scope(world, call).await
@@ -337,6 +358,7 @@ pub(crate) async fn invalidate(cache: &Cache, f: F, key: u8) -> cache_runtime::R
                 F::GenB => Gen::<B>::get_invalidate(&key).await,
                 F::Maybe => maybe_invalidate(&key).await,
                 F::Short => short_invalidate(&key).await,
+                F::Stale => stale_invalidate(&key).await,
             }
         })
         .await
