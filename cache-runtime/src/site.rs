@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::cache::Cache;
+use crate::call::Policy;
 use crate::entry::{self, CodecKind, TypeInfo};
 use crate::key::{self, CacheKey, Namespace};
 use crate::observe::Counters;
@@ -119,35 +120,21 @@ impl CallSite {
         self.namespace
     }
 
-    pub(crate) fn ttl(&self, default: Duration) -> Duration {
-        if self.ttl_secs == 0 {
-            default
-        } else {
-            Duration::from_secs(self.ttl_secs)
-        }
-    }
-
-    /// The TTL of a cached `None`, if the function has one (`none_ttl`).
-    pub(crate) fn none_ttl(&self) -> Option<Duration> {
-        (self.none_ttl_secs != 0).then(|| Duration::from_secs(self.none_ttl_secs))
-    }
-
-    /// How long past its TTL an entry stays, for `stale_if_error`.
-    pub(crate) fn grace(&self) -> Option<Duration> {
-        (self.grace_secs != 0).then(|| Duration::from_secs(self.grace_secs))
-    }
-
-    /// Whether the function takes the cache's leases (not `lease = false`).
-    pub(crate) fn lease(&self) -> bool {
-        self.lease
-    }
-
-    /// The function's jitter (`ttl_jitter`), or the cache's.
-    pub(crate) fn jitter(&self, cache: u8) -> u8 {
-        if self.jitter == crate::call::CACHE_JITTER {
-            cache
-        } else {
-            self.jitter
+    /// How the function's calls store: its options over the cache's
+    /// settings (a `ttl_secs` of 0 is the cache's default TTL, a jitter of
+    /// `CACHE_JITTER` the cache's jitter).
+    pub(crate) fn policy(&self, cache: &Cache) -> Policy {
+        let secs = |secs: u64| (secs != 0).then(|| Duration::from_secs(secs));
+        Policy {
+            ttl: secs(self.ttl_secs).unwrap_or(cache.inner.default_ttl),
+            none_ttl: secs(self.none_ttl_secs),
+            jitter: if self.jitter == crate::call::CACHE_JITTER {
+                cache.inner.ttl_jitter
+            } else {
+                self.jitter
+            },
+            lease: self.lease,
+            grace: secs(self.grace_secs),
         }
     }
 

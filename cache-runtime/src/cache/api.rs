@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Cache, MAX_TTL};
-use crate::call::{Call, CallOutcome, Found, Mode, Prepared, Request, Shape, execute};
+use crate::call::{Call, CallOutcome, Found, Mode, Policy, Prepared, Request, Shape, execute};
 use crate::entry;
 use crate::error::{Error, Result};
 use crate::key::{self, CacheKey, KeyArgs, Namespace};
@@ -243,11 +243,7 @@ impl Cache {
             function: FUNCTION,
             key,
             info,
-            ttl,
-            none_ttl: None,
-            jitter: self.inner.ttl_jitter,
-            lease: true,
-            grace: None,
+            policy: Policy::api(self, ttl),
             request: Some(request),
             span: crate::call::span(namespace, FUNCTION),
         };
@@ -291,11 +287,7 @@ impl Cache {
             function: FUNCTION,
             key,
             info: entry::type_info::<T>(),
-            ttl,
-            none_ttl: None,
-            jitter: self.inner.ttl_jitter,
-            lease: true,
-            grace: None,
+            policy: Policy::api(self, ttl),
         }
     }
 }

@@ -103,7 +103,7 @@ impl Call<'_> {
         lead: &Lead<'_>,
     ) -> Leased<T> {
         let cache = self.cache;
-        let Some(config) = cache.inner.lease.filter(|_| self.lease) else {
+        let Some(config) = cache.inner.lease.filter(|_| self.policy.lease) else {
             return Leased::Compute(observed, None);
         };
         // Waiting and renewing need Tokio's timer and tasks; a runtime
@@ -118,19 +118,18 @@ impl Call<'_> {
         loop {
             // Given up if the request is cancelled or fails: Redis may have
             // run it and answered too late.
-            let asking = Asking::new(cache, self.key);
+            let asking = Hold::asking(cache, self.key);
             let take = cache
                 .inner
                 .backend
-                .lease(self.key, asking.token, config.ttl);
+                .lease(self.key, asking.token(), config.ttl);
             match cache.guarded(Op::Lease, take).await {
                 Ok(LeaseState::Taken) => {
-                    let hold = asking.taken(config);
-                    return Leased::Compute(observed, Some(hold));
+                    return Leased::Compute(observed, Some(asking.renewing(config)));
                 }
-                Ok(LeaseState::Held) => asking.not_taken(),
+                Ok(LeaseState::Held) => asking.given_up(),
                 Ok(_) => {
-                    asking.not_taken();
+                    asking.given_up();
                     return Leased::Compute(observed, None);
                 }
                 Err(error) => {
@@ -191,49 +190,16 @@ impl Call<'_> {
     }
 }
 
-/// A lease asked for and not yet known to be someone else's: if the request
-/// is dropped or fails, the lease it may have taken is given up.
-struct Asking {
-    lease: Option<Lease>,
-    token: LeaseToken,
-}
-
-impl Asking {
-    fn new(cache: &Cache, key: &CacheKey) -> Asking {
-        let token = LeaseToken::random();
-        Asking {
-            lease: Some(Lease {
-                cache: cache.clone(),
-                key: key.clone(),
-                token,
-            }),
-            token,
-        }
-    }
-
-    fn taken(mut self, config: LeaseConfig) -> Hold {
-        let lease = self.lease.take().expect("taken once");
-        Hold::start(lease, config)
-    }
-
-    fn not_taken(mut self) {
-        self.lease = None;
-    }
-}
-
-impl Drop for Asking {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.release_later();
-        }
-    }
-}
-
-/// A lease held: renewed while it lives, given up when it ends.
+/// A lease asked for or held: renewed while it is held, given up when it
+/// ends. Asked for and not yet known to be someone else's, it is given up
+/// too if the request is dropped or fails (Redis may have taken it and
+/// answered too late).
 pub(crate) struct Hold {
-    /// `None` once given up in line.
+    token: LeaseToken,
+    /// `None` once given up (or known not taken).
     lease: Option<Lease>,
-    renewal: tokio::task::JoinHandle<()>,
+    /// While held.
+    renewal: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What a release needs, owned so that a spawned task can do it.
@@ -264,48 +230,59 @@ impl Lease {
 }
 
 impl Hold {
-    /// Starts renewing `lease` every third of its TTL, for as long as
-    /// another process would wait for it (`wait`): a holder stuck longer
-    /// lets the lease expire, and callers elsewhere take it over instead of
-    /// each waiting out `wait` first.
-    fn start(lease: Lease, config: LeaseConfig) -> Hold {
-        let renewal = {
-            let (cache, key, token) = (lease.cache.clone(), lease.key.clone(), lease.token);
-            let LeaseConfig { ttl, wait } = config;
-            tokio::spawn(async move {
-                let taken = Instant::now();
-                while taken.elapsed() < wait {
-                    tokio::time::sleep(ttl / 3).await;
-                    let renew = cache.inner.backend.renew_lease(&key, token, ttl);
-                    match cache.guarded(Op::Lease, renew).await {
-                        Ok(true) => {}
-                        // Lost (expired while this process stalled, or
-                        // taken over): the conditional store still fences
-                        // this holder's value; stop renewing.
-                        Ok(false) => return,
-                        // Try again at the next turn: the lease is good for
-                        // two more.
-                        Err(_) => {}
-                    }
-                }
-            })
-        };
+    /// A lease about to be asked for, under a fresh token.
+    fn asking(cache: &Cache, key: &CacheKey) -> Hold {
+        let token = LeaseToken::random();
         Hold {
-            lease: Some(lease),
-            renewal,
+            token,
+            lease: Some(Lease {
+                cache: cache.clone(),
+                key: key.clone(),
+                token,
+            }),
+            renewal: None,
         }
     }
 
-    /// The token the lease is held under.
-    pub(crate) fn token(&self) -> LeaseToken {
-        self.lease
-            .as_ref()
-            .map_or(LeaseToken(0), |lease| lease.token)
+    /// Taken: renews it every third of its TTL, for as long as another
+    /// process would wait for it (`wait`): a holder stuck longer lets the
+    /// lease expire, and callers elsewhere take it over instead of each
+    /// waiting out `wait` first.
+    fn renewing(mut self, config: LeaseConfig) -> Hold {
+        let (cache, key, token) = match &self.lease {
+            Some(lease) => (lease.cache.clone(), lease.key.clone(), self.token),
+            None => return self,
+        };
+        let LeaseConfig { ttl, wait } = config;
+        self.renewal = Some(tokio::spawn(async move {
+            let taken = Instant::now();
+            while taken.elapsed() < wait {
+                tokio::time::sleep(ttl / 3).await;
+                let renew = cache.inner.backend.renew_lease(&key, token, ttl);
+                match cache.guarded(Op::Lease, renew).await {
+                    Ok(true) => {}
+                    // Lost (expired while this process stalled, or taken
+                    // over): the conditional store still fences this
+                    // holder's value; stop renewing.
+                    Ok(false) => return,
+                    // Try again at the next turn: the lease is good for two
+                    // more.
+                    Err(_) => {}
+                }
+            }
+        }));
+        self
     }
 
-    /// The lease was given up by a request that carried its token (a store).
+    /// The token the lease is asked for, or held, under.
+    pub(crate) fn token(&self) -> LeaseToken {
+        self.token
+    }
+
+    /// Nothing left to give up: a request that carried the token gave the
+    /// lease up (a store), or it was never taken.
     pub(crate) fn given_up(mut self) {
-        self.renewal.abort();
+        self.stop_renewing();
         self.lease = None;
     }
 
@@ -313,7 +290,7 @@ impl Hold {
     /// cached): for [`ABANDONED_FOR`], callers elsewhere compute at once
     /// rather than one after another, each waiting for the one before.
     pub(crate) async fn abandon(mut self) {
-        self.renewal.abort();
+        self.stop_renewing();
         if let Some(lease) = self.lease.take() {
             let backend = &lease.cache.inner.backend;
             let abandon = backend.abandon_lease(&lease.key, lease.token, ABANDONED_FOR);
@@ -321,13 +298,19 @@ impl Hold {
             let _ = lease.cache.guarded(Op::Lease, abandon).await;
         }
     }
+
+    fn stop_renewing(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+    }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.renewal.abort();
-        // Cancelled or panicked before the store: give the lease up now, so
-        // that a waiter need not wait for its TTL.
+        self.stop_renewing();
+        // Cancelled, panicked or failed before the store: give the lease up
+        // now, so that a waiter need not wait for its TTL.
         if let Some(lease) = self.lease.take() {
             lease.release_later();
         }

@@ -128,15 +128,11 @@ impl Observed {
     };
 }
 
-/// One call's context: what every step reports its failures with.
-pub(crate) struct Call<'a> {
-    pub(crate) cache: &'a Cache,
-    pub(crate) counters: &'a Counters,
-    /// The function's id, or `(api)` for the programmatic API: for logs.
-    pub(crate) function: &'a str,
-    pub(crate) key: &'a CacheKey,
-    pub(crate) info: &'static TypeInfo,
-    /// The TTL of what this call stores (before jitter).
+/// How one call stores and shares what it computes: its function's options
+/// over the cache's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    /// The TTL of what the call stores (before jitter).
     pub(crate) ttl: Duration,
     /// The TTL of a `None` it stores, if the function has one.
     pub(crate) none_ttl: Option<Duration>,
@@ -146,6 +142,30 @@ pub(crate) struct Call<'a> {
     pub(crate) lease: bool,
     /// `stale_if_error`: how long past its TTL an entry is kept.
     pub(crate) grace: Option<Duration>,
+}
+
+impl Policy {
+    /// The programmatic API's: `ttl` with the cache's jitter and leases.
+    pub(crate) fn api(cache: &Cache, ttl: Duration) -> Policy {
+        Policy {
+            ttl,
+            none_ttl: None,
+            jitter: cache.inner.ttl_jitter,
+            lease: true,
+            grace: None,
+        }
+    }
+}
+
+/// One call's context: what every step reports its failures with.
+pub(crate) struct Call<'a> {
+    pub(crate) cache: &'a Cache,
+    pub(crate) counters: &'a Counters,
+    /// The function's id, or `(api)` for the programmatic API: for logs.
+    pub(crate) function: &'a str,
+    pub(crate) key: &'a CacheKey,
+    pub(crate) info: &'static TypeInfo,
+    pub(crate) policy: Policy,
 }
 
 /// What a call runs with, owned, so that the call's future holds it: the
@@ -158,11 +178,7 @@ pub(crate) struct Prepared<C, N> {
     /// `Err`: the call runs uncached, with this outcome.
     pub(crate) key: Result<CacheKey, CallOutcome>,
     pub(crate) info: &'static TypeInfo,
-    pub(crate) ttl: Duration,
-    pub(crate) none_ttl: Option<Duration>,
-    pub(crate) jitter: u8,
-    pub(crate) lease: bool,
-    pub(crate) grace: Option<Duration>,
+    pub(crate) policy: Policy,
     pub(crate) request: Option<Request>,
     /// The call's span, whose `outcome` the call records.
     pub(crate) span: tracing::Span,
@@ -216,22 +232,14 @@ impl Prepared<Current, SiteCounters<'static>> {
                 }
             }
         };
-        let ttl = site.ttl(cache.inner.default_ttl);
-        let none_ttl = site.none_ttl();
-        let jitter = site.jitter(cache.inner.ttl_jitter);
-        let lease = site.lease();
-        let grace = site.grace();
+        let policy = site.policy(&cache);
         Prepared {
             cache,
             counters,
             function: &state.function_id,
             key,
             info,
-            ttl,
-            none_ttl,
-            jitter,
-            lease,
-            grace,
+            policy,
             request,
             span: span(site.namespace(), &state.function_id),
         }
@@ -318,11 +326,7 @@ where
                 function: prepared.function,
                 key,
                 info: prepared.info,
-                ttl: prepared.ttl,
-                none_ttl: prepared.none_ttl,
-                jitter: prepared.jitter,
-                lease: prepared.lease,
-                grace: prepared.grace,
+                policy: prepared.policy,
             });
         let mut flight = None;
         let plan = match &call {
@@ -436,25 +440,10 @@ impl Call<'_> {
         let mut lead = match flight.enter(ticket).await {
             Turn::Lead(lead) => lead,
             Turn::Follow(Outcome::Value(entry)) => {
-                return match entry::open_shared(&entry, cache.inner.codec, self.info.fingerprint) {
-                    Ok(value) => {
-                        counters.coalesced();
-                        Err(((shape.wrap)(value), CallOutcome::Coalesced))
-                    }
-                    Err(rejection) => {
-                        self.reject(rejection);
-                        Ok(Plan::Alone(CallOutcome::Miss, observed.stale))
-                    }
-                };
+                return self.take_handed(&entry, shape, CallOutcome::Coalesced, observed.stale);
             }
             Turn::Follow(Outcome::Stale(entry)) => {
-                return match entry::open_shared(&entry, cache.inner.codec, self.info.fingerprint) {
-                    Ok(value) => Err(((shape.wrap)(value), CallOutcome::Stale)),
-                    Err(rejection) => {
-                        self.reject(rejection);
-                        Ok(Plan::Alone(CallOutcome::Miss, None))
-                    }
-                };
+                return self.take_handed(&entry, shape, CallOutcome::Stale, None);
             }
             Turn::Follow(Outcome::Empty) => match shape.empty {
                 Some(empty) => {
@@ -512,6 +501,30 @@ impl Call<'_> {
         })
     }
 
+    /// A value a flight's leader handed over, as `outcome`: decoded with the
+    /// schema check; one that does not decode runs the body alone (with the
+    /// call's own stale entry, `stale`).
+    fn take_handed<T: DeserializeOwned, R>(
+        &self,
+        entry: &[u8],
+        shape: Shape<T, R>,
+        outcome: CallOutcome,
+        stale: Option<Stale>,
+    ) -> Result<Plan<'static>, (R, CallOutcome)> {
+        match entry::open_shared(entry, self.cache.inner.codec, self.info.fingerprint) {
+            Ok(value) => {
+                if outcome == CallOutcome::Coalesced {
+                    self.counters.coalesced();
+                }
+                Err(((shape.wrap)(value), outcome))
+            }
+            Err(rejection) => {
+                self.reject(rejection);
+                Ok(Plan::Alone(CallOutcome::Miss, stale))
+            }
+        }
+    }
+
     /// A round's end: store the body's result if it is cacheable, and
     /// publish what the waiters get. A store gives up `lease` with it.
     /// Returns the last good value to return instead of an `Err`
@@ -537,16 +550,19 @@ impl Call<'_> {
                     .await
             }
             None if shape.empty.is_some() => (Outcome::Empty, false),
-            None => match stale {
-                Some(stale) => match self.confirm_stale(&stale).await {
-                    Some(value) => {
+            None => {
+                let confirmed = match &stale {
+                    Some(stale) => self.confirm_stale(stale).await,
+                    None => None,
+                };
+                match (confirmed, stale) {
+                    (Some(value), Some(stale)) => {
                         served = Some(value);
                         (Outcome::Stale(stale.bytes), false)
                     }
-                    None => (Outcome::Unshared, false),
-                },
-                None => (Outcome::Unshared, false),
-            },
+                    _ => (Outcome::Unshared, false),
+                }
+            }
         };
         lead.finish(outcome, stored);
         served
@@ -560,7 +576,7 @@ impl Call<'_> {
     /// How long an entry stored with `ttl` is kept: its TTL, and for
     /// `stale_if_error` the grace period after it.
     pub(crate) fn kept_for(&self, ttl: Duration) -> Duration {
-        ttl.saturating_add(self.grace.unwrap_or(Duration::ZERO))
+        ttl.saturating_add(self.policy.grace.unwrap_or(Duration::ZERO))
     }
 
     /// `stale_if_error`: the body returned `Err`, and the call had found
@@ -642,7 +658,7 @@ impl Call<'_> {
                 shard: lookup.shard,
                 previous: Some(stored.version),
                 known: true,
-                stale: self.grace.map(|_| Stale {
+                stale: self.policy.grace.map(|_| Stale {
                     version: stored.version,
                     generation,
                     bytes: stored.bytes,
@@ -726,7 +742,7 @@ impl Call<'_> {
     ) -> Result<Bytes, Error> {
         let codec = self.cache.inner.codec;
         let generation = shard.map_or(crate::backend::Generation(0), |s| s.generation);
-        let kept = self.grace.is_some();
+        let kept = self.policy.grace.is_some();
         let entry = match entry::seal(codec, self.info.fingerprint, generation, ttl, kept, value) {
             Ok(entry) => entry,
             Err(error) => {

@@ -26,11 +26,11 @@ impl Call<'_> {
     /// The TTL to store a value with; `none` says it is a `None` that the
     /// function's `none_ttl` applies to.
     pub(crate) fn store_ttl(&self, none: bool) -> Duration {
-        let ttl = match (none, self.none_ttl) {
+        let ttl = match (none, self.policy.none_ttl) {
             (true, Some(none_ttl)) => none_ttl,
-            _ => self.ttl,
+            _ => self.policy.ttl,
         };
-        jittered(ttl, self.jitter, fastrand::u64(..))
+        jittered(ttl, self.policy.jitter, fastrand::u64(..))
     }
 }
 

@@ -166,41 +166,44 @@ pub(crate) fn open<T: DeserializeOwned>(
     if generation != Some(header.generation) {
         return Err(Rejection::Stale);
     }
-    if header.kept {
-        // Checked after the schema: an expired entry of another type is
-        // foreign, never a stale value of this one.
-        if header.codec != codec.id() || header.fingerprint != fingerprint {
-            return Err(Rejection::Foreign);
-        }
-        if header.expired(now_ms()) {
-            return Err(Rejection::Expired);
-        }
+    // After the schema check: an expired entry of another type is foreign,
+    // never a stale value of this one.
+    check_schema(&header, codec, fingerprint)?;
+    if header.kept && header.expired(now_ms()) {
+        return Err(Rejection::Expired);
     }
-    decode_checked(&header, entry, codec, fingerprint)
+    decode(entry, codec)
 }
 
-/// [`open`] without the generation check, for an entry handed over in
-/// process by a flight's leader, whose freshness the flight established.
-/// The schema check is the same: a follower is never handed another type's
-/// value.
+/// [`open`] without the generation and expiry checks, for an entry handed
+/// over in process by a flight's leader, whose freshness the flight
+/// established, or a stale value. The schema check is the same: a follower
+/// is never handed another type's value.
 pub(crate) fn open_shared<T: DeserializeOwned>(
     entry: &[u8],
     codec: CodecKind,
     fingerprint: u64,
 ) -> std::result::Result<T, Rejection> {
     let header = Header::parse(entry).map_err(Rejection::Broken)?;
-    decode_checked(&header, entry, codec, fingerprint)
+    check_schema(&header, codec, fingerprint)?;
+    decode(entry, codec)
 }
 
-fn decode_checked<T: DeserializeOwned>(
+fn check_schema(
     header: &Header,
-    entry: &[u8],
     codec: CodecKind,
     fingerprint: u64,
-) -> std::result::Result<T, Rejection> {
+) -> std::result::Result<(), Rejection> {
     if header.codec != codec.id() || header.fingerprint != fingerprint {
         return Err(Rejection::Foreign);
     }
+    Ok(())
+}
+
+fn decode<T: DeserializeOwned>(
+    entry: &[u8],
+    codec: CodecKind,
+) -> std::result::Result<T, Rejection> {
     codec
         .decode(&entry[HEADER_LEN..])
         .map_err(Rejection::Broken)
